@@ -1,0 +1,278 @@
+"""Weights I/O: bilm-tf hdf5 <-> params pytree <-> NumPy `.npz`.
+
+Names. Both files use bilm-tf's dataset names and shapes (format.md section 1), so one naming
+scheme is documented everywhere:
+
+    char_embed                                        [261, D]
+    CNN/W_cnn_{i}, CNN/b_cnn_{i}                      [1, w_i, D, n_i], [n_i]
+    CNN_high_{k}/{W_carry, b_carry, W_transform, b_transform}   [F, F], [F]
+    CNN_proj/W_proj, CNN_proj/b_proj                  [F, P], [P]          (only if F != P)
+    RNN_{d}/RNN/MultiRNNCell/Cell{l}/LSTMCell/W_0     [2P, 4H]  (d: 0 forward, 1 backward)
+    RNN_{d}/RNN/MultiRNNCell/Cell{l}/LSTMCell/B       [4H]
+    RNN_{d}/RNN/MultiRNNCell/Cell{l}/LSTMCell/W_P_0   [H, P]               (only if P < H)
+
+A `.npz` written here holds exactly these arrays (float32), any extra parameter groups of a
+training run under `softmax/...` etc., and the model options as the JSON string `options_json`.
+
+The params pytree (what `BiLM.apply` takes as `{'params': params}`):
+    token_encoder/char_cnn/{char_embed, W_cnn_i [w, D, n], b_cnn_i}
+    token_encoder/highway/layer_k/{W_carry, b_carry, W_transform, b_transform}
+    token_encoder/{W_proj, b_proj}
+    lstm/layer_l/{kernel [2, 2P, 4H], bias [2, 4H], projection [2, H, P]}   (direction-stacked)
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from .errors import OptionsError, WeightsError
+from .io_utils import atomic_output
+from .options import INFERENCE_N_CHARACTERS, ModelOptions
+
+Params = dict[str, Any]
+OPTIONS_KEY = "options_json"
+
+
+def _lstm_name(direction: int, layer: int, leaf: str) -> str:
+    return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell/{leaf}"
+
+
+def expected_shapes(options: ModelOptions) -> dict[str, tuple[int, ...]]:
+    """bilm-tf dataset name -> shape, for every dataset a weight file of `options` must hold."""
+    d, f, p, h = options.char_embed_dim, options.n_filters, options.projection_dim, options.lstm_dim
+    shapes: dict[str, tuple[int, ...]] = {"char_embed": (261, d)}
+    for i, (width, count) in enumerate(options.filters):
+        shapes[f"CNN/W_cnn_{i}"] = (1, width, d, count)
+        shapes[f"CNN/b_cnn_{i}"] = (count,)
+    for k in range(options.n_highway):
+        shapes[f"CNN_high_{k}/W_carry"] = (f, f)
+        shapes[f"CNN_high_{k}/b_carry"] = (f,)
+        shapes[f"CNN_high_{k}/W_transform"] = (f, f)
+        shapes[f"CNN_high_{k}/b_transform"] = (f,)
+    if options.has_token_projection:
+        shapes["CNN_proj/W_proj"] = (f, p)
+        shapes["CNN_proj/b_proj"] = (p,)
+    for direction in range(2):
+        for layer in range(options.n_layers):
+            shapes[_lstm_name(direction, layer, "W_0")] = (2 * p, 4 * h)
+            shapes[_lstm_name(direction, layer, "B")] = (4 * h,)
+            if options.has_lstm_projection:
+                shapes[_lstm_name(direction, layer, "W_P_0")] = (h, p)
+    return shapes
+
+
+def params_to_arrays(params: Params, options: ModelOptions) -> dict[str, np.ndarray]:
+    """Params pytree -> {bilm-tf name: float32 array in the bilm-tf layout}."""
+    params = params.get("params", params)
+    enc, lstm = params["token_encoder"], params["lstm"]
+    cnn = enc["char_cnn"]
+    out: dict[str, np.ndarray] = {"char_embed": np.asarray(cnn["char_embed"])}
+    for i in range(len(options.filters)):
+        out[f"CNN/W_cnn_{i}"] = np.asarray(cnn[f"W_cnn_{i}"])[None]
+        out[f"CNN/b_cnn_{i}"] = np.asarray(cnn[f"b_cnn_{i}"])
+    for k in range(options.n_highway):
+        for leaf in ("W_carry", "b_carry", "W_transform", "b_transform"):
+            out[f"CNN_high_{k}/{leaf}"] = np.asarray(enc["highway"][f"layer_{k}"][leaf])
+    if options.has_token_projection:
+        out["CNN_proj/W_proj"] = np.asarray(enc["W_proj"])
+        out["CNN_proj/b_proj"] = np.asarray(enc["b_proj"])
+    for layer in range(options.n_layers):
+        lp = lstm[f"layer_{layer}"]
+        for direction in range(2):
+            out[_lstm_name(direction, layer, "W_0")] = np.asarray(lp["kernel"][direction])
+            out[_lstm_name(direction, layer, "B")] = np.asarray(lp["bias"][direction])
+            if options.has_lstm_projection:
+                out[_lstm_name(direction, layer, "W_P_0")] = np.asarray(lp["projection"][direction])
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def arrays_to_params(arrays: Mapping[str, np.ndarray], options: ModelOptions,
+                     source: Optional[str] = None) -> Params:
+    """{bilm-tf name: array} -> params pytree, checking that every dataset exists with its shape."""
+    check_arrays(arrays, options, source)
+    a = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+    cnn = {"char_embed": a["char_embed"]}
+    for i in range(len(options.filters)):
+        cnn[f"W_cnn_{i}"] = a[f"CNN/W_cnn_{i}"][0]
+        cnn[f"b_cnn_{i}"] = a[f"CNN/b_cnn_{i}"]
+    enc: Params = {"char_cnn": cnn}
+    if options.n_highway:
+        enc["highway"] = {
+            f"layer_{k}": {leaf: a[f"CNN_high_{k}/{leaf}"]
+                           for leaf in ("W_carry", "b_carry", "W_transform", "b_transform")}
+            for k in range(options.n_highway)}
+    if options.has_token_projection:
+        enc["W_proj"], enc["b_proj"] = a["CNN_proj/W_proj"], a["CNN_proj/b_proj"]
+    lstm: Params = {}
+    for layer in range(options.n_layers):
+        lp = {
+            "kernel": np.stack([a[_lstm_name(d, layer, "W_0")] for d in range(2)]),
+            "bias": np.stack([a[_lstm_name(d, layer, "B")] for d in range(2)]),
+        }
+        if options.has_lstm_projection:
+            lp["projection"] = np.stack([a[_lstm_name(d, layer, "W_P_0")] for d in range(2)])
+        lstm[f"layer_{layer}"] = lp
+    return {"token_encoder": enc, "lstm": lstm}
+
+
+def check_arrays(arrays: Mapping[str, Any], options: ModelOptions, source: Optional[str] = None) -> None:
+    """Raise `WeightsError` naming the file, the dataset and expected vs actual shape."""
+    for name, shape in expected_shapes(options).items():
+        if name not in arrays:
+            raise WeightsError(f"missing dataset '{name}' (expected shape {shape}); "
+                               "the weight file does not match the options", source)
+        actual = tuple(np.shape(arrays[name]))
+        if actual != shape:
+            raise WeightsError(f"dataset '{name}' has shape {actual}, expected {shape} from the options "
+                               "(do the options match these weights?)", source)
+        dtype = getattr(arrays[name], "dtype", None)
+        if dtype is not None and not np.issubdtype(dtype, np.floating):
+            raise WeightsError(f"dataset '{name}' has dtype {dtype}, expected float32", source)
+
+
+# --------------------------------------------------------------------------- hdf5
+def _open_hdf5(path: str):
+    import h5py
+
+    if not os.path.exists(path):
+        raise WeightsError("weight file not found", path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise WeightsError(f"not a readable HDF5 file ({e})", path)
+
+
+def read_hdf5_arrays(path: os.PathLike | str) -> dict[str, np.ndarray]:
+    """Every dataset of an hdf5 file, by its full path name (no leading '/')."""
+    import h5py
+
+    path = os.fspath(path)
+    out: dict[str, np.ndarray] = {}
+    with _open_hdf5(path) as f:
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                try:
+                    out[name] = obj[()]
+                except Exception as e:  # corrupt or truncated data
+                    raise WeightsError(f"cannot read dataset '{name}' ({e})", path)
+
+        f.visititems(visit)
+    return out
+
+
+def load_bilm_weights(weight_file: os.PathLike | str, options: ModelOptions) -> tuple[Params, list[str]]:
+    """Read a bilm-tf / AllenNLP weight file into a params pytree.
+
+    Returns (params, notes); notes say which conversions were applied (char table, n_characters)."""
+    path = os.fspath(weight_file)
+    arrays = read_hdf5_arrays(path)
+    notes: list[str] = []
+    if options.n_characters != INFERENCE_N_CHARACTERS:
+        notes.append(f"options have n_characters {options.n_characters} (the training value); using "
+                     "inference char ids (+1 shift, zero row prepended to char_embed) as for 262")
+    table = arrays.get("char_embed")
+    if table is not None and np.ndim(table) == 2 and table.shape[0] == INFERENCE_N_CHARACTERS:
+        if np.any(table[0] != 0):
+            raise WeightsError("dataset 'char_embed' has 262 rows but row 0 (padding) is not zero; "
+                               "expected 261 rows (bilm-tf layout)", path)
+        arrays["char_embed"] = table[1:]
+        notes.append("char_embed had 262 rows (padding row included); dropped the zero row 0")
+    unexpected = sorted(set(arrays) - set(expected_shapes(options)))
+    if unexpected:
+        notes.append(f"ignored {len(unexpected)} dataset(s) the biLM does not use: "
+                     + ", ".join(unexpected[:5]) + ("..." if len(unexpected) > 5 else ""))
+    return arrays_to_params(arrays, options, path), notes
+
+
+def write_bilm_hdf5(path: os.PathLike | str, params: Params, options: ModelOptions) -> None:
+    """Write params as a bilm-tf weight file (exact layout: names, shapes, float32, no softmax).
+
+    Written to a temporary file first, so a failure leaves no partial file."""
+    import h5py
+
+    arrays = params_to_arrays(params, options)
+    with atomic_output(path, suffix=".hdf5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name in sorted(arrays):
+                f.create_dataset(name, data=arrays[name], dtype="float32")
+
+
+def load_model(options_file: os.PathLike | str, weight_file: os.PathLike | str
+               ) -> tuple[ModelOptions, Params, list[str]]:
+    """Options + weights from files: (options, params, conversion notes)."""
+    options = ModelOptions.from_json(options_file)
+    params, notes = load_bilm_weights(weight_file, options)
+    return options, params, notes
+
+
+# --------------------------------------------------------------------------- npz
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "/"))
+        else:
+            out[name] = np.asarray(value)
+    return out
+
+
+def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = out
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def export_npz(path: os.PathLike | str, params: Params, options: ModelOptions,
+               extra: Optional[Mapping[str, Any]] = None) -> None:
+    """Write all params as `.npz`: bilm-tf-named arrays, `extra` groups flattened with '/'
+    (e.g. {'softmax': {'W': ..., 'b': ...}} -> 'softmax/W'), and `options_json`."""
+    arrays: dict[str, np.ndarray] = dict(params_to_arrays(params, options))
+    for name, value in _flatten(extra or {}).items():
+        if name in arrays or name == OPTIONS_KEY:
+            raise ValueError(f"extra array name '{name}' collides with a biLM array")
+        arrays[name] = value
+    arrays[OPTIONS_KEY] = np.array(json.dumps(options.to_dict()))
+    with atomic_output(path, suffix=".npz.tmp") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def import_npz(path: os.PathLike | str, options: Optional[ModelOptions] = None
+               ) -> tuple[ModelOptions, Params, dict[str, Any]]:
+    """Read an `.npz` written by `export_npz`: (options, biLM params, extra groups).
+
+    `options` overrides the JSON stored in the file (needed for npz files without one)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise WeightsError("npz file not found", path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise WeightsError(f"not a readable .npz file ({e})", path)
+    stored = arrays.pop(OPTIONS_KEY, None)
+    if options is None:
+        if stored is None:
+            raise OptionsError(f"the npz file has no '{OPTIONS_KEY}' entry; pass the options file", path)
+        try:
+            options = ModelOptions.from_dict(json.loads(str(stored)), source=f"{path}:{OPTIONS_KEY}")
+        except json.JSONDecodeError as e:
+            raise OptionsError(f"'{OPTIONS_KEY}' is not valid JSON ({e.msg})", path)
+    names = set(expected_shapes(options))
+    params = arrays_to_params({k: v for k, v in arrays.items() if k in names}, options, path)
+    extra = _unflatten({k: v for k, v in arrays.items() if k not in names})
+    return options, params, extra
+
+
+def tree_map_arrays(fn: Callable[[np.ndarray], Any], params: Params) -> Params:
+    """Apply `fn` to every leaf of a nested dict of arrays."""
+    return {k: tree_map_arrays(fn, v) if isinstance(v, Mapping) else fn(v) for k, v in params.items()}
