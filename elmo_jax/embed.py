@@ -1,0 +1,319 @@
+"""`ElmoEmbedder`: sentences in, ELMo layers out (NumPy), fast and exact.
+
+    embedder = ElmoEmbedder.from_files("options.json", "weights.hdf5")
+    vectors = embedder.embed_sentences([["Hello", "world", "."], ["Hi"]])
+    vectors[0].shape   # (L+1, 3, 2P) float32
+
+How it is fast, each point measured (benchmarks/embed.py):
+- Token vectors (char-CNN + highway + projection, most of the FLOPs) are context-free, so each
+  distinct word is encoded once and kept in a bounded cache; batches then run only the LSTMs,
+  from token vectors, as in bilm-tf's cached-token mode. The result equals the character path.
+- Both directions run in one batched `lax.scan` per layer.
+- Shapes are bucketed (rows: powers of two up to the batch size; time: a short fixed ladder),
+  so jit compiles a bounded number of programs however many sentences come.
+- Deterministic mode sorts sentences by length within a window of batches, so padding is small.
+
+Modes. Deterministic (default): every sentence starts from zero state, so its vectors do not
+depend on its batch, row or padding. Stateful (`stateful=True`): as bilm-tf and AllenNLP, each
+batch row keeps its LSTM state from the previous call (format.md section 3.9); batches are
+consecutive input sentences in input order, never reordered.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .chars import BOS_TOKEN, EOS_TOKEN, PAD_CHAR, CharIdCache, check_sentences
+from .modules.bilm import BiLM
+from .options import ModelOptions
+from .weights import Params, load_model
+
+#: Padded sequence lengths (markers included). Longer rows round up to a multiple of 128.
+TIME_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128)
+#: Padded row counts of token-encoder calls, and the largest call.
+ENCODE_BUCKETS = (32, 128, 512)
+ENCODE_CHUNK = ENCODE_BUCKETS[-1]
+#: Char-axis cuts of token-encoder calls (see `_encode_chars`).
+CHAR_BUCKETS = (16, 24, 32)
+
+
+def _time_bucket(length: int) -> int:
+    i = bisect.bisect_left(TIME_BUCKETS, length)
+    if i < len(TIME_BUCKETS):
+        return TIME_BUCKETS[i]
+    return -(-length // 128) * 128
+
+
+def _row_bucket(rows: int, batch_size: int) -> int:
+    bucket = 1
+    while bucket < rows:
+        bucket *= 2
+    return min(bucket, max(batch_size, rows))
+
+
+class ElmoEmbedder:
+    """Embeds tokenized sentences with a pretrained biLM; see the module docstring."""
+
+    def __init__(
+        self,
+        options: ModelOptions,
+        params: Params,
+        *,
+        batch_size: int = 64,
+        stateful: bool = False,
+        dtype: Any = jnp.float32,
+        cache_tokens: bool = True,
+        token_cache_size: int = 100_000,
+        hoist_input: bool = False,
+        sort_window: int = 32,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.options = options
+        self.batch_size = batch_size
+        self.stateful = stateful
+        self.dtype = jnp.dtype(dtype)
+        self.cache_tokens = cache_tokens
+        self.token_cache_size = token_cache_size
+        self.sort_window = sort_window
+        precision = jax.lax.Precision.HIGHEST if self.dtype == jnp.float32 else None
+        self.model = BiLM(options, dtype=self.dtype, precision=precision, hoist_input=hoist_input)
+        self.params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params.get("params", params))
+        self._char_ids = CharIdCache(options.max_characters_per_token, shift=True)
+        model = self.model
+
+        def encode(p, ids):
+            return model.apply({"params": p}, ids, method=BiLM.encode_tokens).astype(jnp.float32)
+
+        def run_lstm(p, tokens, mask, state):
+            out = model.apply({"params": p}, tokens, mask, state, method=BiLM.from_token_embeddings)
+            return out["layers"].astype(jnp.float32), out["final_state"]
+
+        def run_chars(p, ids, state):
+            out = model.apply({"params": p}, ids, state)
+            return out["layers"].astype(jnp.float32), out["final_state"]
+
+        self._encode = jax.jit(encode)
+        self._run_lstm = jax.jit(run_lstm)
+        self._run_chars = jax.jit(run_chars)
+        self._token_index: dict[str, int] = {}
+        self._token_table = np.zeros((0, options.projection_dim), np.float32)
+        self.reset_states()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_files(cls, options_file: os.PathLike | str, weight_file: os.PathLike | str,
+                   **kwargs: Any) -> "ElmoEmbedder":
+        """Load bilm-tf/AllenNLP `options.json` + `weights.hdf5` (conversion notes in `.notes`)."""
+        options, params, notes = load_model(options_file, weight_file)
+        embedder = cls(options, params, **kwargs)
+        embedder.notes = notes
+        return embedder
+
+    notes: list[str] = []
+
+    # ------------------------------------------------------------------ state
+    def reset_states(self) -> None:
+        """Zero every row's carried LSTM state (stateful mode)."""
+        opts = self.options
+        p = opts.projection_dim if opts.has_lstm_projection else opts.lstm_dim
+        self._state_h = np.zeros((opts.n_layers, 2, 0, p), np.float32)
+        self._state_c = np.zeros((opts.n_layers, 2, 0, opts.lstm_dim), np.float32)
+
+    def _initial_state(self, rows: int, padded_rows: int) -> dict[str, np.ndarray]:
+        opts = self.options
+        h = np.zeros(self._state_h.shape[:2] + (padded_rows, self._state_h.shape[3]), np.float32)
+        c = np.zeros(self._state_c.shape[:2] + (padded_rows, opts.lstm_dim), np.float32)
+        if self.stateful:
+            have = min(rows, self._state_h.shape[2])
+            h[:, :, :have] = self._state_h[:, :, :have]
+            c[:, :, :have] = self._state_c[:, :, :have]
+        return {"h": h, "c": c}
+
+    def _store_state(self, final_state: dict, rows: int) -> None:
+        """Row r's final state becomes row r's stored state; rows beyond `rows` keep theirs."""
+        h, c = np.asarray(final_state["h"]), np.asarray(final_state["c"])
+        if self._state_h.shape[2] < rows:
+            grow = rows - self._state_h.shape[2]
+            self._state_h = np.concatenate([self._state_h, np.zeros_like(h[:, :, :grow])], axis=2)
+            self._state_c = np.concatenate([self._state_c, np.zeros_like(c[:, :, :grow])], axis=2)
+        self._state_h[:, :, :rows] = h[:, :, :rows]
+        self._state_c[:, :, :rows] = c[:, :, :rows]
+
+    # ------------------------------------------------------------------ token vectors
+    def _encode_chars(self, ids: np.ndarray) -> np.ndarray:
+        """Token vectors [N, P] of shifted char ids [N, C], in bucketed calls.
+
+        Exact shortcut: every conv window that lies wholly in a token's padding chars has the
+        same value, so the char axis can be cut to `used + max_width` slots (all windows that
+        touch real chars plus one all-padding window) without changing the max. Words are
+        sorted by length so that most chunks use a short cut (English words: 16-24 of 50)."""
+        opts = self.options
+        width = ids.shape[1]
+        pad_id = PAD_CHAR + 1
+        used = width - np.argmax((ids != pad_id)[:, ::-1], axis=1)  # slots up to EOW
+        max_filter = max(w for w, _ in opts.filters)
+        order = np.argsort(used, kind="stable")
+        out = np.empty((len(ids), opts.projection_dim), np.float32)
+        start = 0
+        while start < len(ids):
+            idx = order[start:start + ENCODE_CHUNK]
+            need = int(used[idx].max()) + max_filter
+            cut = next((c for c in CHAR_BUCKETS if c >= need), width)
+            cut = min(cut, width)
+            rows = next(b for b in ENCODE_BUCKETS if b >= len(idx))
+            padded = np.zeros((rows, cut), np.int32)
+            padded[: len(idx)] = ids[idx, :cut]
+            out[idx] = np.asarray(self._encode(self.params, padded))[: len(idx)]
+            start += len(idx)
+        return out
+
+    def token_embeddings(self, words: Sequence[str]) -> np.ndarray:
+        """Context-free token vectors [len(words), P] ("layer 0", one direction). `<S>`/`</S>` give
+        the sentence-marker vectors."""
+        words = check_sentences([list(words)])[0]
+        if not words:
+            return np.zeros((0, self.options.projection_dim), np.float32)
+        return self._encode_chars(np.stack([self._char_ids(w) for w in words]))
+
+    def _cached_rows(self, words: Iterable[str]) -> None:
+        """Make sure every word has a row in the token cache (encoding the missing ones)."""
+        missing = [w for w in dict.fromkeys(words) if w not in self._token_index]
+        if not missing:
+            return
+        if len(self._token_index) + len(missing) > max(self.token_cache_size, len(missing)):
+            self._token_index.clear()  # bounded memory: start over (the current batch is re-added)
+            missing = list(dict.fromkeys(words))
+            self._token_table = self._token_table[:0]
+        vectors = self.token_embeddings(missing)
+        base = len(self._token_table)
+        self._token_table = np.concatenate([self._token_table, vectors]) if base else vectors
+        for k, w in enumerate(missing):
+            self._token_index[w] = base + k
+
+    # ------------------------------------------------------------------ batches
+    def _run_batch(self, sentences: list[list[str]]):
+        """Dispatch one batch; returns (layers on device [L+1, B', T', 2P], lengths)."""
+        rows = len(sentences)
+        lengths = np.array([len(s) + 2 for s in sentences], np.int32)
+        padded_rows = _row_bucket(rows, self.batch_size)
+        width = _time_bucket(int(lengths.max()))
+        mask = np.arange(width)[None, :] < np.pad(lengths, (0, padded_rows - rows))[:, None]
+        state = self._initial_state(rows, padded_rows)
+        if self.cache_tokens:
+            rows_of = [[BOS_TOKEN, *s, EOS_TOKEN] for s in sentences]
+            self._cached_rows(w for row in rows_of for w in row)
+            index = np.zeros((padded_rows, width), np.int64)
+            for b, row in enumerate(rows_of):
+                index[b, : len(row)] = [self._token_index[w] for w in row]
+            tokens = self._token_table[index]  # [B', T', P]; padding rows are masked out
+            layers, final = self._run_lstm(self.params, tokens, mask, state)
+        else:
+            ids = np.zeros((padded_rows, width, self.options.max_characters_per_token), np.int32)
+            for b, s in enumerate(sentences):
+                for t, w in enumerate([BOS_TOKEN, *s, EOS_TOKEN]):
+                    ids[b, t] = self._char_ids(w)
+            layers, final = self._run_chars(self.params, ids, state)
+        if self.stateful:
+            self._store_state(final, rows)
+        return layers, lengths
+
+    def embed_batch(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch, as bilm-tf's `lm_embeddings`: (float32 [L+1, B, n_max, 2P] markers removed
+        and zero past each sentence, bool mask [B, n_max]). In stateful mode row r continues row r."""
+        sentences = check_sentences(sentences)
+        if not sentences:
+            return (np.zeros((self.options.n_output_layers, 0, 0, self.options.output_dim), np.float32),
+                    np.zeros((0, 0), bool))
+        layers, lengths = self._run_batch(sentences)
+        n_max = int(lengths.max()) - 2
+        out = np.array(layers[:, : len(sentences), 1:1 + n_max])
+        mask = np.arange(n_max)[None, :] < (lengths[:, None] - 2)
+        out *= mask[None, :, :, None]
+        return out, mask
+
+    def iter_embeddings(self, sentences: Iterable[Sequence[str]],
+                        batch_size: Optional[int] = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream `(index, float32 [L+1, n_tokens, 2P])` for each input sentence, in input order.
+
+        Memory stays bounded (a window of `sort_window` batches) for any number of sentences."""
+        batch_size = batch_size or self.batch_size
+        window = batch_size if self.stateful else batch_size * self.sort_window
+        buffer: list[list[str]] = []
+        offset = 0
+        for sentence in sentences:
+            buffer.append(sentence)
+            if len(buffer) == window:
+                yield from self._embed_window(buffer, offset, batch_size)
+                offset += len(buffer)
+                buffer = []
+        if buffer:
+            yield from self._embed_window(buffer, offset, batch_size)
+
+    def _embed_window(self, window: list, offset: int, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+        window = check_sentences(window)
+        if self.stateful:
+            order = np.arange(len(window))  # consecutive sentences, never reordered
+        else:
+            order = np.argsort([len(s) for s in window], kind="stable")
+        results: list[Optional[np.ndarray]] = [None] * len(window)
+        pending = None
+        for start in range(0, len(window), batch_size):
+            idx = order[start:start + batch_size]
+            dispatched = self._run_batch([window[i] for i in idx])  # async: overlaps the copy below
+            if pending is not None:
+                self._collect(pending, results)
+            pending = (idx, dispatched)
+        if pending is not None:
+            self._collect(pending, results)
+        for i, vectors in enumerate(results):
+            yield offset + i, vectors
+
+    @staticmethod
+    def _collect(pending, results: list) -> None:
+        idx, (layers, lengths) = pending
+        host = np.asarray(layers)
+        for b, i in enumerate(idx):
+            results[i] = np.array(host[:, b, 1:lengths[b] - 1])
+
+    def embed_sentences(self, sentences: Sequence[Sequence[str]],
+                        batch_size: Optional[int] = None) -> list[np.ndarray]:
+        """One float32 array (L+1, n_tokens, 2P) per sentence, in input order."""
+        return [v for _, v in self.iter_embeddings(check_sentences(sentences), batch_size)]
+
+    def embed_sentence(self, sentence: Sequence[str]) -> np.ndarray:
+        """(L+1, n_tokens, 2P) for one tokenized sentence."""
+        return self.embed_sentences([sentence])[0]
+
+    # ------------------------------------------------------------------ cached vocabularies
+    def token_embedding_table(self, vocab: Sequence[str]) -> np.ndarray:
+        """[len(vocab) + 1, P] with a zero row 0: the table `Elmo(vocab_size=...)` takes for
+        `token_ids` (id = vocab index + 1), as bilm-tf's cached-token mode loads it."""
+        vectors = self.token_embeddings(list(vocab))
+        return np.concatenate([np.zeros((1, self.options.projection_dim), np.float32), vectors])
+
+
+def dump_token_embeddings(options_file: os.PathLike | str, weight_file: os.PathLike | str,
+                          vocab_file: os.PathLike | str, output_file: os.PathLike | str) -> int:
+    """bilm-tf's `dump_token_embeddings`: hdf5 with dataset `embedding` [n_vocab, P], row v = the
+    token vector of vocab line v+1 (`<S>`/`</S>` as markers). Returns the vocab size."""
+    import h5py
+
+    from .io_utils import atomic_output, read_lines
+    from .errors import InputError
+
+    vocab = [line.strip() for line in read_lines(vocab_file)]
+    vocab = [w for w in vocab if w]
+    if not vocab:
+        raise InputError("vocabulary file is empty", vocab_file)
+    embedder = ElmoEmbedder.from_files(options_file, weight_file)
+    table = embedder.token_embeddings(vocab)
+    with atomic_output(output_file, suffix=".hdf5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("embedding", data=table, dtype="float32")
+    return len(vocab)
