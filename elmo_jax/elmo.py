@@ -100,7 +100,8 @@ def init_elmo(elmo: Elmo, bilm_params: dict, rng: jax.Array, char_ids: Optional[
               token_ids: Optional[jax.Array] = None, token_table: Optional[Any] = None) -> dict:
     """Initialise `elmo`'s variables and put pretrained biLM params (and a token table) in place."""
     variables = elmo.init(rng, char_ids, token_ids)
-    variables = jax.tree_util.tree_map(lambda x: x, dict(variables))  # shallow copy, keep structure
+    # keep the state collections only (not e.g. the 'losses' sown during init)
+    variables = {k: v for k, v in variables.items() if k in ("params", CACHE_COLLECTION)}
     params = dict(variables["params"])
     expected = jax.tree_util.tree_structure(params["bilm"])
     given = jax.tree_util.tree_structure(bilm_params)

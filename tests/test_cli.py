@@ -1,0 +1,129 @@
+"""The elmo-jax command line: embed output format, layer choices, conversions, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from elmo_jax.cli import main
+from elmo_jax.weights import read_hdf5_arrays
+
+from test_embed import expected_top, fixture_lines
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "elmo_jax", *args], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+
+
+@pytest.fixture
+def model_args(fixture_dir):
+    return ["--options", str(fixture_dir / "options.json"), "--weights", str(fixture_dir / "lm_weights.hdf5")]
+
+
+def test_help_lists_every_command():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for command in ("embed", "dump-token-embeddings", "export-npz", "import-npz", "demo"):
+        assert f"elmo-jax {command}" in out.stdout, command
+
+
+def test_embed_stateful_reproduces_fixtures(fixture_dir, model_args, tmp_path):
+    lines = fixture_lines(fixture_dir)
+    text = tmp_path / "in.txt"
+    text.write_text("\n".join(" ".join(s) for s in lines) + "\n\n", encoding="utf-8")  # + an empty line
+    out = tmp_path / "out.hdf5"
+    rc = main(["embed", *model_args, "--input", str(text), "--output", str(out), "--stateful",
+               "--batch-size", "3", "--quiet"])
+    assert rc == 0
+    with h5py.File(out, "r") as f:
+        assert set(f.keys()) == {str(i) for i in range(31)} | {"sentence_to_index"}
+        index = json.loads(f["sentence_to_index"][0])
+        assert index[" ".join(lines[4])] == "4"
+        assert f["30"].shape == (3, 0, 32)
+        worst = max(float(np.abs(f[str(j)][2] - expected_top(fixture_dir, j % 3, j // 3)).max())
+                    for j in range(30))
+    assert worst <= 1e-5, f"max abs difference {worst:.3g} > 1e-5"
+
+
+def test_embed_layers_top_and_average(fixture_dir, model_args, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("Hello world .\nA second line\n", encoding="utf-8")
+    outs = {}
+    for layers in ("all", "top", "average"):
+        out = tmp_path / f"{layers}.hdf5"
+        assert main(["embed", *model_args, "--input", str(text), "--output", str(out), "--layers", layers,
+                     "--quiet"]) == 0
+        with h5py.File(out, "r") as f:
+            outs[layers] = f["0"][()]
+    assert outs["all"].shape == (3, 3, 32) and outs["top"].shape == (3, 32)
+    np.testing.assert_array_equal(outs["top"], outs["all"][-1])
+    np.testing.assert_allclose(outs["average"], outs["all"].mean(0), atol=1e-7)
+
+
+def test_embed_errors_are_one_line_and_leave_nothing(fixture_dir, model_args, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\n\xff\xfe not utf-8\n")
+    out = tmp_path / "out.hdf5"
+    r = run_cli("embed", *model_args, "--input", str(bad), "--output", str(out), "--quiet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert str(bad) in r.stderr and "line 2 is not valid UTF-8" in r.stderr
+    assert os.listdir(tmp_path) == ["bad.txt"], "no partial or temporary output may remain"
+
+    r = run_cli("embed", *model_args, "--input", str(tmp_path / "missing.txt"), "--output", str(out))
+    assert r.returncode == 1 and "missing.txt" in r.stderr and "not found" in r.stderr
+
+    good = tmp_path / "good.txt"
+    good.write_text("a b\n", encoding="utf-8")
+    r = run_cli("embed", *model_args, "--input", str(good), "--output", str(tmp_path / "no" / "out.hdf5"))
+    assert r.returncode == 1 and "directory does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_weight_file_errors_name_dataset(fixture_dir, tmp_path):
+    arrays = read_hdf5_arrays(fixture_dir / "lm_weights.hdf5")
+    broken = tmp_path / "broken.hdf5"
+    with h5py.File(broken, "w") as f:
+        for name, a in arrays.items():
+            if name == "CNN_high_1/W_carry":
+                a = a[:, :100]
+            if name != "CNN/b_cnn_2":
+                f.create_dataset(name, data=a)
+    text = tmp_path / "in.txt"
+    text.write_text("a b\n", encoding="utf-8")
+    r = run_cli("embed", "--options", str(fixture_dir / "options.json"), "--weights", str(broken),
+                "--input", str(text), "--output", str(tmp_path / "o.hdf5"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert str(broken) in r.stderr and "CNN/b_cnn_2" in r.stderr and "(16,)" in r.stderr
+    assert not (tmp_path / "o.hdf5").exists()
+
+
+def test_npz_round_trip_through_cli(fixture_dir, model_args, tmp_path):
+    npz, hdf5, opts = tmp_path / "p.npz", tmp_path / "w.hdf5", tmp_path / "options.json"
+    assert main(["export-npz", *model_args, "--output", str(npz)]) == 0
+    assert main(["import-npz", "--npz", str(npz), "--output", str(hdf5), "--options-output", str(opts)]) == 0
+    original, back = read_hdf5_arrays(fixture_dir / "lm_weights.hdf5"), read_hdf5_arrays(hdf5)
+    assert set(original) == set(back)
+    for name in original:
+        np.testing.assert_array_equal(original[name], back[name], err_msg=name)
+    assert json.loads(opts.read_text()) == json.loads((fixture_dir / "options.json").read_text())
+
+
+def test_dump_token_embeddings_cli(fixture_dir, model_args, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("<S>\n</S>\nthe\nDisease\n", encoding="utf-8")
+    out = tmp_path / "tok.hdf5"
+    assert main(["dump-token-embeddings", *model_args, "--vocab", str(vocab), "--output", str(out)]) == 0
+    with h5py.File(out, "r") as f:
+        assert f["embedding"].shape == (4, 16)
+
+
+def test_demo_runs():
+    r = run_cli("demo")
+    assert r.returncode == 0, r.stderr
+    assert "ELMo layers: shape (3, 12, 64)" in r.stdout
