@@ -73,11 +73,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
     embedder = ElmoEmbedder.from_files(args.options, args.weights, batch_size=args.batch_size,
                                        stateful=args.stateful, dtype=_dtype(args.dtype))
     _print_notes(embedder.notes)
-    lines: list[str] = []
+    sentence_to_index: dict[str, str] = {}  # as AllenNLP's `elmo` command writes it
+    n_lines = 0
 
     def sentences():
+        nonlocal n_lines
         for line in read_lines(args.input):
-            lines.append(line.strip())
+            sentence_to_index.setdefault(line.strip(), str(n_lines))
+            n_lines += 1
             yield line.split()
 
     from tqdm import tqdm
@@ -95,14 +98,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
                 fout.create_dataset(str(index), data=vectors.astype(np.float32), dtype="float32")
                 n_tokens += vectors.shape[-2]
                 bar.update(1)
-            sentence_to_index = {}
-            for i, line in enumerate(lines):
-                sentence_to_index.setdefault(line, str(i))
             ds = fout.create_dataset("sentence_to_index", (1,), dtype=h5py.special_dtype(vlen=str))
             ds[0] = json.dumps(sentence_to_index)
     elapsed = time.perf_counter() - start
     if not args.quiet:
-        print(f"elmo-jax: embedded {len(lines)} sentences ({n_tokens} tokens) in {elapsed:.1f} s "
+        print(f"elmo-jax: embedded {n_lines} sentences ({n_tokens} tokens) in {elapsed:.1f} s "
               f"({n_tokens / max(elapsed, 1e-9):.0f} tokens/s) -> {args.output}", file=sys.stderr)
     return 0
 

@@ -291,6 +291,17 @@ class ElmoEmbedder:
         return self.embed_sentences([sentence])[0]
 
     # ------------------------------------------------------------------ cached vocabularies
+    def preload_token_embeddings(self, words: Sequence[str], vectors: np.ndarray) -> None:
+        """Seed the token cache with precomputed vectors (e.g. a `dump_token_embeddings` file, see
+        `read_token_embeddings`), so those words skip the char-CNN; other words still use it."""
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.shape != (len(words), self.options.projection_dim):
+            raise ValueError(f"vectors have shape {vectors.shape}, expected "
+                             f"({len(words)}, {self.options.projection_dim})")
+        self._token_index = {w: i for i, w in enumerate(words)}
+        self._token_table = vectors.copy()
+        self.token_cache_size = max(self.token_cache_size, 2 * len(words))
+
     def token_embedding_table(self, vocab: Sequence[str]) -> np.ndarray:
         """[len(vocab) + 1, P] with a zero row 0: the table `Elmo(vocab_size=...)` takes for
         `token_ids` (id = vocab index + 1), as bilm-tf's cached-token mode loads it."""
@@ -317,3 +328,31 @@ def dump_token_embeddings(options_file: os.PathLike | str, weight_file: os.PathL
         with h5py.File(tmp, "w") as f:
             f.create_dataset("embedding", data=table, dtype="float32")
     return len(vocab)
+
+
+def read_token_embeddings(embedding_file: os.PathLike | str, vocab_file: os.PathLike | str,
+                          expected_dim: Optional[int] = None) -> tuple[list[str], np.ndarray]:
+    """Read a `dump_token_embeddings` hdf5 and its vocabulary: (words, float32 [n_vocab, P])."""
+    import h5py
+
+    from .errors import InputError, WeightsError
+    from .io_utils import read_lines
+
+    words = [w for w in (line.strip() for line in read_lines(vocab_file)) if w]
+    path = os.fspath(embedding_file)
+    if not os.path.exists(path):
+        raise WeightsError("token embedding file not found", path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "embedding" not in f:
+                raise WeightsError("missing dataset 'embedding'", path)
+            table = np.asarray(f["embedding"][()], np.float32)
+    except OSError as e:
+        raise WeightsError(f"not a readable HDF5 file ({e})", path)
+    if table.ndim != 2 or table.shape[0] != len(words):
+        raise InputError(f"dataset 'embedding' has shape {table.shape}, expected ({len(words)}, P) "
+                         f"for the {len(words)} words of {os.fspath(vocab_file)}", path)
+    if expected_dim is not None and table.shape[1] != expected_dim:
+        raise WeightsError(f"dataset 'embedding' has width {table.shape[1]}, the model's projection "
+                           f"is {expected_dim}", path)
+    return words, table

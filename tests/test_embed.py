@@ -156,3 +156,25 @@ def test_dump_token_embeddings_matches_layer0(fixture_dir, tmp_path):
                                        cache_tokens=False)
     layer0 = embedder.embed_sentence(vocab[:40])[0, :, :16]
     np.testing.assert_allclose(table[:40], layer0, atol=1e-6, rtol=0)
+
+
+def test_preloaded_token_file_equals_character_path(fixture_dir, tmp_path):
+    """bilm-tf cached-token mode: vectors from a dumped token file reproduce the fixtures too."""
+    from elmo_jax.embed import read_token_embeddings
+
+    lines = fixture_lines(fixture_dir)
+    vocab = tmp_path / "vocab.txt"
+    words = ["<S>", "</S>"] + sorted({w for s in lines[:15] for w in s})  # later lines have OOV words
+    vocab.write_text("\n".join(words) + "\n", encoding="utf-8")
+    out = tmp_path / "tokens.hdf5"
+    dump_token_embeddings(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5", vocab, out)
+    embedder = ElmoEmbedder.from_files(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5",
+                                       stateful=True, batch_size=3)
+    got_words, table = read_token_embeddings(out, vocab, expected_dim=16)
+    assert got_words == words
+    embedder.preload_token_embeddings(got_words, table)
+    vectors = embedder.embed_sentences(lines)
+    worst = max(float(np.abs(v[2] - expected_top(fixture_dir, j % 3, j // 3)).max()) for j, v in enumerate(vectors))
+    assert worst <= TOL, f"max abs difference {worst:.3g} > {TOL}"
+    with pytest.raises(Exception, match="expected"):
+        read_token_embeddings(out, fixture_dir / "vocab_test.txt")
