@@ -1,0 +1,95 @@
+"""Shared fixtures: the bilm-tf reference fixture directory and random bilm-tf weight arrays."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from elmo_jax.options import ModelOptions  # noqa: E402
+
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bilm-tf"
+FIXTURE_FILES = ("options.json", "lm_weights.hdf5", "lm_embeddings_sentences.json",
+                 "lm_embeddings_0.hdf5", "lm_embeddings_1.hdf5", "lm_embeddings_2.hdf5")
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    """`<repo>/../shared/fixtures/bilm-tf`, or skip the test naming what is missing."""
+    if not FIXTURE_DIR.is_dir():
+        pytest.skip(f"bilm-tf reference fixtures not found: directory {FIXTURE_DIR} is missing")
+    missing = [name for name in FIXTURE_FILES if not (FIXTURE_DIR / name).is_file()]
+    if missing:
+        pytest.skip(f"bilm-tf reference fixtures incomplete: {', '.join(missing)} missing in {FIXTURE_DIR}")
+    return FIXTURE_DIR
+
+
+def bilm_tf_shapes(options: ModelOptions) -> dict[str, tuple[int, ...]]:
+    """Dataset name -> shape of a bilm-tf weight file, written from format.md section 1 (not from
+    `elmo_jax.weights`, so the two can be compared)."""
+    d, p, h = options.char_embed_dim, options.projection_dim, options.lstm_dim
+    f = sum(n for _, n in options.filters)
+    shapes: dict[str, tuple[int, ...]] = {"char_embed": (261, d)}
+    for i, (w, n) in enumerate(options.filters):
+        shapes[f"CNN/W_cnn_{i}"] = (1, w, d, n)
+        shapes[f"CNN/b_cnn_{i}"] = (n,)
+    for k in range(options.n_highway):
+        shapes[f"CNN_high_{k}/W_carry"] = (f, f)
+        shapes[f"CNN_high_{k}/b_carry"] = (f,)
+        shapes[f"CNN_high_{k}/W_transform"] = (f, f)
+        shapes[f"CNN_high_{k}/b_transform"] = (f,)
+    if f != p:
+        shapes["CNN_proj/W_proj"] = (f, p)
+        shapes["CNN_proj/b_proj"] = (p,)
+    for direction in range(2):
+        for layer in range(options.n_layers):
+            prefix = f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell/"
+            shapes[prefix + "W_0"] = (2 * p, 4 * h)
+            shapes[prefix + "B"] = (4 * h,)
+            if p < h:
+                shapes[prefix + "W_P_0"] = (h, p)
+    return shapes
+
+
+def make_random_arrays(options: ModelOptions, seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Random float32 bilm-tf arrays for `options`.
+
+    `scale` multiplies the LSTM kernels, biases and projections: about 1.5 gives trained-like
+    magnitudes (cells beyond 3, projections beyond 1) where clips of 1-2 bind, while float32
+    round-off stays well below 1e-5 (at 3 and more the recurrence amplifies float32 round-off past
+    1e-5 against a float64 oracle). Highway carry biases are drawn around 0 (not -2) so that
+    gate-role mistakes show."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name, shape in bilm_tf_shapes(options).items():
+        leaf = name.rsplit("/", 1)[-1]
+        if name == "char_embed":
+            a = rng.uniform(-1.0, 1.0, shape)
+        elif leaf.startswith("W_cnn"):
+            a = rng.normal(0.0, 1.0 / np.sqrt(shape[1] * shape[2]), shape)
+        elif leaf.startswith("b_cnn"):
+            a = rng.normal(0.0, 0.2, shape)
+        elif leaf in ("W_carry", "W_transform", "W_proj"):
+            a = rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape)
+        elif leaf in ("b_carry", "b_transform", "b_proj"):
+            a = rng.normal(0.0, 0.5, shape)
+        elif leaf == "W_0":
+            a = rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape) * scale
+        elif leaf == "B":
+            a = rng.normal(0.0, 0.5, shape) * scale
+        elif leaf == "W_P_0":
+            a = rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape) * scale
+        else:  # pragma: no cover - every name above is handled
+            raise AssertionError(name)
+        out[name] = a.astype(np.float32)
+    return out
+
+
+@pytest.fixture
+def random_arrays() -> Callable[..., dict[str, np.ndarray]]:
+    """The `make_random_arrays(options, seed=0, scale=1.0)` helper."""
+    return make_random_arrays
