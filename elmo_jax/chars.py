@@ -109,7 +109,7 @@ def batch_to_ids(
     width = max(lengths, default=extra)
     if pad_to is not None:
         if pad_to < width:
-            raise ValueError(f"pad_to={pad_to} is shorter than the longest sentence ({width} positions)")
+            raise InputError(f"pad_to={pad_to} is shorter than the longest sentence ({width} positions)")
         width = pad_to
     ids = np.zeros((len(sentences), width, max_chars), dtype=np.int32)
     mask = np.zeros((len(sentences), width), dtype=bool)

@@ -26,7 +26,10 @@ def atomic_output(path: os.PathLike | str, suffix: str = ".tmp") -> Iterator[str
     os.close(fd)
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise ElmoError(f"cannot write output ({e.strerror or e})", path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)

@@ -254,6 +254,10 @@ def import_npz(path: os.PathLike | str, options: Optional[ModelOptions] = None
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WeightsError("npz file not found", path)
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise WeightsError("not an .npz file (no zip archive found)", path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

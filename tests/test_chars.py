@@ -177,3 +177,8 @@ def test_token_properties(token: str, max_chars: int, shift: bool) -> None:
     ids = token_to_char_ids(token, max_chars=max_chars, shift=shift)
     assert ids.shape == (max_chars,)
     np.testing.assert_array_equal(ids, ref.char_ids(token, max_chars, shift=shift))
+
+
+def test_pad_to_too_short_is_input_error() -> None:
+    with pytest.raises(InputError, match="pad_to=3"):
+        batch_to_ids([["a", "b", "c"]], pad_to=3)

@@ -334,3 +334,28 @@ def test_copied_fixture_loads_identically(fixture_dir: Path, fixture_model, tmp_
     shutil.copyfile(fixture_dir / "lm_weights.hdf5", copy)
     params2, _ = load_bilm_weights(copy, options)
     assert_trees_equal(params, params2)
+
+
+def test_output_path_is_a_directory(fixture_model, tmp_path: Path) -> None:
+    """Writing onto an existing directory is an ElmoError naming it; nothing is left behind."""
+    from elmo_jax.errors import ElmoError
+    from elmo_jax.weights import write_bilm_hdf5
+
+    options, params = fixture_model[0], fixture_model[1]
+    target = tmp_path / "out.hdf5"
+    target.mkdir()
+    with pytest.raises(ElmoError, match="cannot write output") as err:
+        write_bilm_hdf5(target, params, options)
+    assert str(target) in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.hdf5"]
+
+
+def test_garbage_npz_error(tmp_path: Path) -> None:
+    from elmo_jax.errors import WeightsError
+    from elmo_jax.weights import import_npz
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(WeightsError, match="not an .npz file") as err:
+        import_npz(bad)
+    assert str(bad) in str(err.value)
