@@ -149,6 +149,8 @@ class ModelOptions:
         """Parse an `options.json` dictionary; missing required keys are an error naming them."""
         if not isinstance(data, dict):
             raise OptionsError(f"expected a JSON object at the top level, got {type(data).__name__}", source)
+        if "char_cnn" not in data and isinstance(data.get("model"), dict):
+            data = data["model"]  # an elmo-jax training config: its model section is an options.json
         for section in ("char_cnn", "lstm"):
             if not isinstance(data.get(section), dict):
                 raise OptionsError(f"missing or non-object section '{section}'", source)
