@@ -26,8 +26,18 @@ commands and examples:
       elmo-jax export-npz --options options.json --weights weights.hdf5 --output params.npz
   import-npz             NumPy .npz -> bilm-tf hdf5 weights (+ options.json)
       elmo-jax import-npz --npz params.npz --output weights.hdf5 --options-output options.json
-  demo                   build a tiny random model, write it in bilm-tf format, embed a sentence
-      elmo-jax demo
+  train                  pretrain a biLM from a config (python train.py is the same)
+      elmo-jax train --config configs/tiny.json --run-dir runs/tiny [--set max_steps=200]
+  perplexity             full-softmax perplexity of a run on text files
+      elmo-jax perplexity --run-dir runs/tiny --files 'heldout/*.txt'
+  export                 a run's checkpoint -> options.json + weights.hdf5 (bilm-tf) + params.npz
+      elmo-jax export --run-dir runs/tiny --output-dir exported/
+  build-vocab            frequency-sorted vocabulary of a corpus (bilm-tf format)
+      elmo-jax build-vocab --corpus 'corpus/*.txt' --output vocab.txt --min-count 2
+  plot                   learning curve PNG of a run
+      elmo-jax plot runs/tiny
+  demo                   pretrain configs/tiny.json on the built-in corpus, export it, embed a sentence
+      elmo-jax demo [--config configs/tiny.json --run-dir runs/tiny]
 """
 
 
@@ -143,36 +153,100 @@ def cmd_import_npz(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """A self-contained smoke run: tiny random biLM -> bilm-tf files -> embed a sentence."""
-    import tempfile
-
-    import jax
-    import jax.numpy as jnp
+    """The built-in main job: pretrain the tiny config on the built-in corpus (resuming if the run
+    directory has a checkpoint), export it in bilm-tf format, and embed a sentence with it."""
     import numpy as np
 
-    from .chars import batch_to_ids
+    from .config import TrainConfig
     from .embed import ElmoEmbedder
-    from .modules import BiLM
-    from .options import ModelOptions
-    from .weights import write_bilm_hdf5
+    from .train.export import export_run
+    from .train.loop import train
 
-    options = ModelOptions(char_embed_dim=8, filters=((1, 16), (2, 16), (3, 32)), n_highway=1,
-                           lstm_dim=64, projection_dim=32, n_layers=2, use_skip_connections=True)
-    ids, _ = batch_to_ids([["hello"]])
-    params = BiLM(options).init(jax.random.key(args.seed), jnp.asarray(ids))["params"]
+    cfg = TrainConfig.from_json(args.config, args.set or [])
+    last = train(cfg, args.run_dir, progress=not args.quiet)
+    out_dir = os.path.join(args.run_dir, "export")
+    paths = export_run(args.run_dir, out_dir)
+    embedder = ElmoEmbedder.from_files(paths["options.json"], paths["weights.hdf5"])
     sentence = args.sentence.split()
-    with tempfile.TemporaryDirectory() as tmp:
-        options_file, weight_file = os.path.join(tmp, "options.json"), os.path.join(tmp, "weights.hdf5")
-        options.to_json(options_file)
-        write_bilm_hdf5(weight_file, params, options)
-        embedder = ElmoEmbedder.from_files(options_file, weight_file)
-        vectors = embedder.embed_sentence(sentence)
-    print(f"demo model (random weights): {options.n_layers} layers, cell {options.lstm_dim}, "
-          f"projection {options.projection_dim}")
+    vectors = embedder.embed_sentence(sentence)
+    info = ""
+    if cfg.train_files.startswith("builtin:"):
+        from .corpus import build_builtin_corpus
+
+        info = f" (unigram perplexity of the same heldout text: {build_builtin_corpus()['unigram_perplexity']:.1f})"
+    if "val_perplexity" in last:
+        print(f"heldout perplexity after {int(last.get('step', 0))} steps: {last['val_perplexity']:.1f}{info}")
+    print(f"exported to {out_dir}: options.json, weights.hdf5 (bilm-tf layout), params.npz, vocab.txt")
     print(f"sentence: {sentence}")
     print(f"ELMo layers: shape {vectors.shape} (layers, tokens, 2 x projection)")
     for k, layer in enumerate(vectors):
         print(f"  layer {k}: first token, first 4 dims " + " ".join(f"{v:+.4f}" for v in layer[0, :4]))
+    return 0
+
+
+# --------------------------------------------------------------------------- training
+def _init_distributed(args: argparse.Namespace) -> None:
+    """Multi-host: `jax.distributed.initialize` from flags or the environment (before any jax op)."""
+    import jax
+
+    coordinator = args.coordinator or os.environ.get("ELMO_JAX_COORDINATOR")
+    n_proc = args.num_processes or os.environ.get("ELMO_JAX_NUM_PROCESSES")
+    proc_id = args.process_id if args.process_id is not None else os.environ.get("ELMO_JAX_PROCESS_ID")
+    if coordinator or n_proc:
+        if not (coordinator and n_proc and proc_id is not None):
+            raise ElmoError("multi-host needs --coordinator, --num-processes and --process-id "
+                            "(or ELMO_JAX_COORDINATOR, ELMO_JAX_NUM_PROCESSES, ELMO_JAX_PROCESS_ID)")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(n_proc),
+                                   process_id=int(proc_id))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+
+    cfg = TrainConfig.from_json(args.config, args.set or [])
+    _init_distributed(args)
+    from .train.loop import train
+
+    run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
+    resume = None if not (args.resume or args.no_resume) else bool(args.resume)
+    last = train(cfg, run_dir, resume=resume, progress=not args.quiet)
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float))
+    print(f"elmo-jax: finished in {run_dir}: {summary}", file=sys.stderr)
+    return 0
+
+
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    from .train.loop import run_perplexity
+
+    result = run_perplexity(args.run_dir, args.files, step=args.step, batch_size=args.batch_size,
+                            unroll_steps=args.unroll_steps, max_batches=args.max_batches)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .train.export import export_run
+
+    paths = export_run(args.run_dir, args.output_dir, step=args.step)
+    print(f"elmo-jax: exported step {paths['step']} -> {args.output_dir} "
+          "(options.json, weights.hdf5, params.npz, vocab.txt)", file=sys.stderr)
+    return 0
+
+
+def cmd_build_vocab(args: argparse.Namespace) -> int:
+    from .vocab import build_vocab, resolve_files
+
+    vocab, n_tokens = build_vocab(resolve_files(args.corpus), min_count=args.min_count, max_size=args.max_size)
+    vocab.save(args.output)
+    print(f"elmo-jax: {len(vocab)} words ({n_tokens} tokens counted) -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .train.plot import plot_run
+
+    out = plot_run(args.run_dir, args.output)
+    print(f"elmo-jax: wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -223,10 +297,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", help="options.json, if the npz has none inside")
     p.add_argument("--options-output", help="also write the inference options.json here")
 
-    p = add("demo", cmd_demo, "Tiny random model -> bilm-tf files -> embed a sentence (a smoke test).")
-    p.add_argument("--sentence", default="ELMo gives every word a vector that depends on its sentence .")
-    p.add_argument("--seed", type=int, default=0)
+    p = add("train", cmd_train, "Pretrain a biLM (train.py is the same command).")
+    add_train_args(p)
+
+    p = add("perplexity", cmd_perplexity, "Full-softmax perplexity of a run's checkpoint on text files.")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--files", required=True, help="glob of one-sentence-per-line files")
+    p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--unroll-steps", type=int, default=20)
+    p.add_argument("--max-batches", type=int)
+
+    p = add("export", cmd_export, "Export a run's checkpoint: options.json, weights.hdf5 (bilm-tf), params.npz.")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+
+    p = add("build-vocab", cmd_build_vocab, "Build a bilm-tf vocabulary (<S>, </S>, <UNK>, then by frequency).")
+    p.add_argument("--corpus", required=True, help="glob of one-sentence-per-line files")
+    p.add_argument("--output", required=True)
+    p.add_argument("--min-count", type=int, default=1)
+    p.add_argument("--max-size", type=int)
+
+    p = add("plot", cmd_plot, "Write a PNG learning curve (train and validation perplexity) of a run.")
+    p.add_argument("run_dir")
+    p.add_argument("--output", help="PNG path (default RUN_DIR/learning_curve.png)")
+
+    p = add("demo", cmd_demo, "Pretrain the tiny config on the built-in corpus, export it, embed a sentence.")
+    p.add_argument("--config", default="configs/tiny.json")
+    p.add_argument("--run-dir", default="runs/tiny")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--sentence", default="Return the number of items in the list .")
+    p.add_argument("--quiet", action="store_true")
     return parser
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="configs/<name>.json")
+    p.add_argument("--run-dir", help="where checkpoints, metrics and the resolved config go "
+                                      "(default runs/<config name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set max_steps=100 --set model.lstm.dim=256")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint (the default "
+                                                          "when the run directory holds one)")
+    p.add_argument("--no-resume", action="store_true", help="refuse to start if the run directory has checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--coordinator", help="multi-host: coordinator address host:port")
+    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's id")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -123,7 +123,11 @@ def test_dump_token_embeddings_cli(fixture_dir, model_args, tmp_path):
         assert f["embedding"].shape == (4, 16)
 
 
-def test_demo_runs():
-    r = run_cli("demo")
-    assert r.returncode == 0, r.stderr
-    assert "ELMo layers: shape (3, 12, 64)" in r.stdout
+def test_demo_trains_exports_and_embeds(tmp_path):
+    """The README's main job on a short run: trains, exports, embeds (shape from the tiny config)."""
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.json")
+    r = run_cli("demo", "--config", config, "--run-dir", str(tmp_path / "run"), "--set", "max_steps=3",
+                "--set", "eval_batches=2", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ELMo layers: shape (3, 9, 128)" in r.stdout and "heldout perplexity after 3 steps" in r.stdout
+    assert (tmp_path / "run" / "export" / "weights.hdf5").exists()

@@ -19,3 +19,23 @@ def test_published_shapes(name: str, dim: int, proj: int, highway: int) -> None:
     assert o.filters == FILTERS and o.n_filters == 2048 and o.char_embed_dim == 16
     assert o.use_skip_connections and o.cell_clip == 3 and o.proj_clip == 3 and o.activation == "relu"
     assert o.max_characters_per_token == 50
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "medium", "original"])
+def test_training_configs_validate(name: str) -> None:
+    from elmo_jax.config import TrainConfig
+
+    cfg = TrainConfig.from_json(CONFIGS / f"{name}.json")
+    assert cfg.model.use_skip_connections  # AllenNLP loads only skip-connection models
+    assert cfg.model.n_characters == 261  # training ids; exports write 262
+    for key in ("max_steps", "batch_size", "seed", "log_every", "checkpoint_every"):
+        assert key in cfg.to_dict()
+
+
+def test_original_has_bilm_tf_hyperparameters() -> None:
+    from elmo_jax.config import TrainConfig
+
+    cfg = TrainConfig.from_json(CONFIGS / "original.json")
+    assert (cfg.optimizer, cfg.learning_rate, cfg.initial_accumulator, cfg.clip_norm, cfg.dropout) == \
+        ("adagrad", 0.2, 1.0, 10.0, 0.1)
+    assert (cfg.batch_size, cfg.unroll_steps, cfg.n_negative_samples) == (384, 20, 8192)  # 3 GPUs x 128 rows

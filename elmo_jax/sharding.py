@@ -1,0 +1,78 @@
+"""All device-layout decisions in one place: a 1-D mesh over every device of every host, the batch
+split over its 'data' axis, params and optimizer state replicated except (optionally) the softmax,
+whose rows are split over the devices when it is too large to replicate (a 793k-word vocabulary).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+#: Replicate a softmax up to this many bytes (W + b); larger ones are row-sharded ("auto").
+SOFTMAX_REPLICATE_LIMIT = 1 << 30
+
+
+def make_mesh() -> Mesh:
+    """A mesh over all devices (all hosts) with one axis, 'data'."""
+    # Auto axes: jit's sharding propagation decides intermediate layouts (no sharding-in-types).
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
+    """Split dimension `axis` of an `ndim`-D array over the devices."""
+    spec = [None] * ndim
+    spec[axis] = DATA_AXIS
+    return NamedSharding(mesh, P(*spec))
+
+
+def should_shard_softmax(setting: str, vocab_size: int, dim: int, mesh: Mesh) -> bool:
+    if setting == "true":
+        return True
+    if setting == "false" or mesh.size == 1:
+        return False
+    return vocab_size * (dim + 1) * 4 > SOFTMAX_REPLICATE_LIMIT
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, shard_softmax: bool, vocab_size: int) -> Any:
+    """Shardings for a train-state pytree: LSTM carries and per-row data state split on their row
+    axis, softmax rows (and their optimizer slots) split if `shard_softmax`, the rest replicated."""
+
+    def choose(path, leaf) -> NamedSharding:
+        keys = jax.tree_util.keystr(path)
+        shape = getattr(leaf, "shape", ())
+        if "'lstm_state'" in keys:
+            return batch_sharding(mesh, len(shape), axis=2)  # [L, 2, B, dim]
+        if "'data_rows'" in keys:
+            return batch_sharding(mesh, len(shape), axis=0)  # [B, ...]
+        if shard_softmax and "'softmax'" in keys and len(shape) >= 1 and shape[0] == vocab_size:
+            return batch_sharding(mesh, len(shape), axis=0)
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(choose, abstract_state)
+
+
+#: Batch arrays whose rows are not on axis 0: token_index [2, B, T].
+BATCH_ROW_AXIS = {"token_index": 1}
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Per-host batch arrays (this host's rows) -> global arrays split over 'data' (on the row
+    axis: 0, or `BATCH_ROW_AXIS`)."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim, BATCH_ROW_AXIS.get(k, 0)), v)
+            for k, v in local.items()}
+
+
+def host_rows(global_batch_size: int) -> tuple[int, int]:
+    """(first row, row count) of this host's slice of the global batch."""
+    n_proc, index = jax.process_count(), jax.process_index()
+    if global_batch_size % jax.device_count():
+        raise ValueError(f"batch_size {global_batch_size} is not divisible by the {jax.device_count()} devices")
+    rows = global_batch_size // n_proc
+    return index * rows, rows

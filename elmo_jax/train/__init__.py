@@ -1,0 +1,1 @@
+"""Pretraining: train state and steps, Orbax checkpoints, the loop, export."""

@@ -1,0 +1,129 @@
+"""Train state, optimizer and the pure train/eval steps (compiled once, with explicit shardings).
+
+The train state is ONE pytree that Orbax saves whole:
+    {'step': int32 [], 'params': {...}, 'opt_state': ..., 'rng': uint32 [2] (key data),
+     'lstm_state': {'h': [L, 2, B, P], 'c': [L, 2, B, H]}}      (B = global batch rows)
+The data position is saved beside it (see `checkpoint.py`).
+
+Loss (bilm-tf): 0.5 * (forward mean loss + backward mean loss); the gradient is that of
+`loss * unroll_steps` (the scale bilm-tf's Adagrad learning rate 0.2 was tuned for). Steps return
+sums and counts, so perplexity is exact across devices and eval batches.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..config import TrainConfig
+from ..loss import full_softmax_loss, log_uniform_expected_count_jax, sampled_softmax_loss
+from ..modules.language_model import LanguageModel
+from ..modules.lstm import zero_state
+
+State = dict[str, Any]
+
+
+def make_model(cfg: TrainConfig, vocab_size: int) -> LanguageModel:
+    dtype = jnp.bfloat16 if cfg.precision == "bfloat16" else jnp.float32
+    return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat)
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping, then Adagrad exactly as TF's (accumulator starts at
+    `initial_accumulator`, no epsilon) or Adam."""
+    if cfg.optimizer == "adagrad":
+        opt = optax.adagrad(cfg.learning_rate, initial_accumulator_value=cfg.initial_accumulator, eps=0.0)
+    else:
+        opt = optax.adam(cfg.learning_rate)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt) if cfg.clip_norm > 0 else opt
+
+
+def init_state(cfg: TrainConfig, vocab_size: int, key: jax.Array) -> State:
+    """A fresh train state (params initialised as bilm-tf does, zero LSTM carry)."""
+    model = make_model(cfg, vocab_size)
+    opts = cfg.model
+    chars = jnp.zeros((1, opts.max_characters_per_token), jnp.int32)
+    params = model.init(key, chars, jnp.zeros((2, 1, 1), jnp.int32), zero_state(opts, 1))["params"]
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": make_optimizer(cfg).init(params),
+        "rng": jax.random.key_data(jax.random.fold_in(key, 1)),
+        "lstm_state": zero_state(opts, cfg.batch_size),
+    }
+
+
+def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state: dict, *,
+                     deterministic: bool, rng: jax.Array | None, negatives: dict | None,
+                     vocab_size: int) -> tuple[jax.Array, jax.Array, dict]:
+    """(loss sums [2], weight sums [2], new LSTM state) for the forward and backward streams."""
+    rngs = None if rng is None else {"dropout": rng}
+    top, new_state = model.apply({"params": params}, batch["unique_chars"], batch["token_index"], lstm_state,
+                                 deterministic=deterministic, rngs=rngs)
+    w, b = params["softmax"]["W"], params["softmax"]["b"]
+    sums, counts = [], []
+    for d, suffix in enumerate(("fwd", "bwd")):
+        hidden = top[d].reshape(-1, top.shape[-1])
+        targets = batch[f"targets_{suffix}"].reshape(-1)
+        weights = batch[f"weights_{suffix}"].reshape(-1).astype(jnp.float32)
+        if negatives is None:
+            s, c = full_softmax_loss(hidden, targets, weights, w, b, precision=None)
+        else:
+            ids, tries = negatives["ids"], negatives["num_tries"]
+            n_sampled = ids.shape[0]
+            s, c = sampled_softmax_loss(
+                hidden, targets, weights, w, b, ids,
+                log_uniform_expected_count_jax(ids, tries, vocab_size, n_sampled),
+                log_uniform_expected_count_jax(targets, tries, vocab_size, n_sampled), precision=None)
+        sums.append(s)
+        counts.append(c)
+    return jnp.stack(sums), jnp.stack(counts), new_state
+
+
+def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
+    """`train_step(state, batch, negatives) -> (state, metrics)`; `negatives` is None for the full
+    softmax or {'ids': int32 [S], 'num_tries': int32 []} drawn on the host for this step."""
+    model = make_model(cfg, vocab_size)
+    tx = make_optimizer(cfg)
+    unroll = cfg.unroll_steps
+
+    def train_step(state: State, batch: dict, negatives: dict | None):
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+
+        def loss_fn(params):
+            sums, counts, new_lstm = direction_losses(
+                model, params, batch, state["lstm_state"], deterministic=False, rng=rng,
+                negatives=negatives, vocab_size=vocab_size)
+            means = sums / jnp.maximum(counts, 1.0)
+            loss = 0.5 * (means[0] + means[1])
+            return loss * unroll, (loss, means, sums, counts, new_lstm)
+
+        grads, (loss, means, sums, counts, new_lstm) = jax.grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new_state = {
+            "step": state["step"] + 1,
+            "params": params,
+            "opt_state": opt_state,
+            "rng": state["rng"],
+            "lstm_state": jax.tree_util.tree_map(jax.lax.stop_gradient, new_lstm),
+        }
+        metrics = {"loss": loss, "loss_fwd": means[0], "loss_bwd": means[1], "tokens": counts[0],
+                   "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(cfg: TrainConfig, vocab_size: int) -> Callable:
+    """`eval_step(params, batch, lstm_state) -> (loss sums [2], counts [2], new lstm_state)`:
+    full softmax, no dropout, state carried between eval batches."""
+    model = make_model(cfg, vocab_size)
+
+    def eval_step(params, batch, lstm_state):
+        return direction_losses(model, params, batch, lstm_state, deterministic=True, rng=None,
+                                negatives=None, vocab_size=vocab_size)
+
+    return eval_step
