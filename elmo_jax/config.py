@@ -32,6 +32,7 @@ class TrainConfig:
     train_files: str = "builtin:train"  # glob of one-sentence-per-line shards
     heldout_files: Optional[str] = "builtin:heldout"  # glob for validation perplexity (None: none)
     vocab: str = "builtin"  # bilm-tf vocab file (<S>, </S>, <UNK> first, frequency sorted)
+    streaming: bool = False  # read shards through `datasets` streaming (corpora larger than disk cache)
     batch_size: int = 128  # GLOBAL rows per step, divided over all devices and hosts
     unroll_steps: int = 20  # truncated-BPTT window
     n_negative_samples: int = 0  # sampled softmax negatives; 0 = full softmax
@@ -51,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     remat: bool = True  # rematerialise the LSTM scan body in the backward pass
     shard_softmax: str = "auto"  # auto | true | false: shard the softmax rows over devices
-    init_from: Optional[str] = None  # fine-tune from an exported dir (options.json + weights.hdf5)
+    init_from: Optional[str] = None  # fine-tune: an export/bilm-tf dir, or a run dir (bilm-tf restart.py)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

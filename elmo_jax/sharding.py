@@ -33,11 +33,25 @@ def batch_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
 
 
 def should_shard_softmax(setting: str, vocab_size: int, dim: int, mesh: Mesh) -> bool:
+    """Split the softmax rows over the devices? Needs the vocabulary size to divide evenly."""
+    divisible = vocab_size % mesh.size == 0
     if setting == "true":
+        if not divisible:
+            from .config import ConfigError
+
+            raise ConfigError(f"config key 'shard_softmax' is true but the vocabulary size {vocab_size} is not "
+                              f"divisible by the {mesh.size} devices (add unused words to the vocabulary, "
+                              "or use shard_softmax=auto)")
         return True
     if setting == "false" or mesh.size == 1:
         return False
-    return vocab_size * (dim + 1) * 4 > SOFTMAX_REPLICATE_LIMIT
+    big = vocab_size * (dim + 1) * 4 > SOFTMAX_REPLICATE_LIMIT
+    if big and not divisible:
+        import sys
+
+        print(f"elmo-jax: note: the softmax ({vocab_size} words) is replicated: its size is not divisible by "
+              f"the {mesh.size} devices", file=sys.stderr)
+    return big and divisible
 
 
 def state_shardings(abstract_state: Any, mesh: Mesh, shard_softmax: bool, vocab_size: int) -> Any:

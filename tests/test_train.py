@@ -229,6 +229,16 @@ def test_eight_devices_and_two_hosts_equal_one_device(tmp_path):
     path = config_file(cfg, tmp_path / "c.json")
     run_worker(path, tmp_path / "one", tmp_path / "one.npz", 1)
     run_worker(path, tmp_path / "eight", tmp_path / "eight.npz", 8)
+    from elmo_jax.vocab import Vocabulary
+
+    words = Vocabulary.from_file(cfg.vocab).words
+    padded_vocab = tmp_path / "vocab32.txt"  # a size the 8 devices divide: the softmax rows split evenly
+    padded_vocab.write_text("\n".join(words + [f"unusedword{k}" for k in range(32 - len(words))]) + "\n")
+    sharded = config_file(cfg.replace(shard_softmax="true", vocab=str(padded_vocab)), tmp_path / "sharded.json")
+    run_worker(sharded, tmp_path / "sharded1", tmp_path / "sharded1.npz", 1)
+    run_worker(sharded, tmp_path / "sharded", tmp_path / "sharded.npz", 8)  # softmax rows over devices
+    diff = max_param_diff(load_npz(tmp_path / "sharded1.npz"), load_npz(tmp_path / "sharded.npz"))
+    assert diff <= 2e-5, f"sharded softmax on 8 devices differs from 1 device by {diff:.3g}"
     port = _free_port()
     procs = [run_worker(path, tmp_path / "multi", tmp_path / "multi.npz", 4, wait=False,
                         extra=["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)])
@@ -288,3 +298,46 @@ def test_tiny_config_beats_unigram_perplexity(tmp_path):
     unigram = build_builtin_corpus()["unigram_perplexity"]
     assert last["val_perplexity"] < 0.75 * unigram, \
         f"tiny heldout perplexity {last['val_perplexity']:.1f} is not well below the unigram {unigram:.1f}"
+
+
+def test_restart_from_run_dir_and_perplexity_cli(tmp_path):
+    """init_from=<run dir> takes params and optimizer state (bilm-tf restart.py) and starts a new run
+    at step 0; `elmo-jax perplexity` reports forward, backward and their geometric mean."""
+    from elmo_jax.cli import main
+    from elmo_jax.train.export import load_run_params
+    from elmo_jax.train.loop import train
+
+    cfg = tiny_config(tmp_path, max_steps=2, dropout=0.0)
+    train(cfg, str(tmp_path / "pre"), progress=False)
+    _, pre, _, _ = load_run_params(str(tmp_path / "pre"))
+    again = train(cfg.replace(max_steps=1, init_from=str(tmp_path / "pre"), learning_rate=1e-9,
+                              checkpoint_every=1), str(tmp_path / "re"), progress=False,
+                  return_params=True)
+    assert again["step"] == 1
+    for a, b in zip(_leaves(pre), _leaves(again["params"])):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    out = tmp_path / "ppl.json"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["perplexity", "--run-dir", str(tmp_path / "pre"), "--files", cfg.train_files,
+                     "--batch-size", "4", "--unroll-steps", "5", "--max-batches", "3"]) == 0
+    result = json.loads(buf.getvalue())
+    assert result["step"] == 2 and result["tokens"] > 0
+    assert result["perplexity_average"] == pytest.approx(
+        np.sqrt(result["perplexity_forward"] * result["perplexity_backward"]), rel=1e-6)
+
+
+def test_build_vocab_cli(tmp_path):
+    from elmo_jax.cli import main
+    from elmo_jax.vocab import Vocabulary
+
+    glob_pattern, _ = write_corpus(tmp_path / "c")
+    out = tmp_path / "v.txt"
+    assert main(["build-vocab", "--corpus", glob_pattern, "--output", str(out), "--min-count", "2"]) == 0
+    vocab = Vocabulary.from_file(out)
+    assert vocab.words[:3] == ["<S>", "</S>", "<UNK>"] and "the" in vocab.words
+    assert main(["build-vocab", "--corpus", str(tmp_path / "nothing*.txt"), "--output", str(out)]) == 1

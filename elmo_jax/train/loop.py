@@ -77,13 +77,13 @@ def make_batcher(files: list[str], vocab, cfg: TrainConfig, *, train: bool, rows
     from ..data import Batcher
 
     return Batcher(files, vocab, global_batch_size=rows, unroll_steps=unroll_steps, row_start=row_start,
-                   row_count=row_count, seed=cfg.seed, train=train,
+                   row_count=row_count, seed=cfg.seed, train=train, streaming=cfg.streaming,
                    max_characters_per_token=cfg.model.max_characters_per_token)
 
 
 # --------------------------------------------------------------------------- helpers
 def _meta(cfg: TrainConfig, vocab_size: int) -> dict:
-    return {"model": cfg.model.to_dict(), "vocab_size": vocab_size}
+    return {"model": cfg.model.to_dict(), "vocab_size": vocab_size, "batch_size": cfg.batch_size}
 
 
 def _check_compatible(meta: dict, cfg: TrainConfig, vocab_size: int, where: str) -> None:
@@ -264,11 +264,17 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
 
 
 def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dict:
-    """Fine-tuning start: biLM weights from an exported dir or bilm-tf files (softmax stays new
-    unless the export's vocabulary matches and has `params.npz` with a softmax)."""
+    """Fine-tuning start. `init_from` is either
+    - a run directory (config.json + checkpoints/): bilm-tf's restart.py, i.e. params AND optimizer
+      state of its latest checkpoint, then a new run (step 0, zero LSTM state, new data order) on
+      this config's text; the model shape and vocabulary size must match; or
+    - an export / bilm-tf directory (options.json + weights.hdf5): the biLM weights; the softmax is
+      taken from its params.npz when its vocab.txt equals this run's vocabulary, else new."""
     from ..weights import load_model
 
     src = cfg.init_from
+    if os.path.exists(os.path.join(src, CONFIG_FILE)) and os.path.isdir(os.path.join(src, "checkpoints")):
+        return _restart_from_run(state, cfg, len(vocab), state_sh, src)
     options_file, weight_file = os.path.join(src, "options.json"), os.path.join(src, "weights.hdf5")
     options, bilm, _ = load_model(options_file, weight_file)
     if options.for_training() != cfg.model.for_training():
@@ -292,6 +298,31 @@ def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dic
 
     opt_state = jax.jit(make_optimizer(cfg).init, out_shardings=state_sh["opt_state"])(params)
     return {**state, "params": params, "opt_state": opt_state}
+
+
+def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, src: str) -> dict:
+    ckpts = Checkpoints(os.path.join(src, "checkpoints"), async_save=False)
+    try:
+        step = ckpts.latest_step()
+        if step is None:
+            raise CheckpointError("init_from run directory has no complete checkpoint", src)
+        _check_compatible(ckpts.read_meta(step), cfg, vocab_size, os.path.join(ckpts.directory, str(step)))
+        from .export import _data_abstract
+
+        abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                          state, state_sh)
+        saved_rows = ckpts.read_meta(step).get("batch_size", cfg.batch_size)
+        if saved_rows != cfg.batch_size:  # the carried LSTM state is not reused: restore any row count
+            abstract["lstm_state"] = jax.tree_util.tree_map(
+                lambda x: jax.ShapeDtypeStruct(x.shape[:2] + (saved_rows,) + x.shape[3:], x.dtype), state["lstm_state"])
+        try:
+            restored, _, _ = ckpts.restore(step, abstract, _data_abstract(ckpts, step))
+        except CheckpointError as e:
+            raise CheckpointError(f"{e.detail} (restarting from a run needs the same optimizer settings: "
+                                  "optimizer, clip_norm)", e.path)
+    finally:
+        ckpts.close()
+    return {**state, "params": restored["params"], "opt_state": restored["opt_state"]}
 
 
 def run_perplexity(run_dir: str, files: str, *, step: Optional[int] = None, batch_size: int = 64,
