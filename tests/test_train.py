@@ -109,6 +109,8 @@ def test_sampled_softmax_bf16_and_eval(tmp_path):
                       eval_batches=3, max_steps=3, checkpoint_every=3)
     last = train(cfg, str(tmp_path / "run"), progress=False)
     assert np.isfinite(last["loss"]) and last["val_perplexity"] > 1
+    final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["step"] == 3 and {"loss", "perplexity", "positions_per_s", "val_perplexity"} <= set(final)
     assert last["val_perplexity"] == pytest.approx(np.sqrt(last["val_perplexity_fwd"] * last["val_perplexity_bwd"]),
                                                    rel=1e-6)
 

@@ -207,7 +207,9 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
     stream = batcher.prefetch(depth=4)  # its state() follows what the loop consumed
     max_width = max(w for w, _ in cfg.model.filters)
 
-    def drain(pending_item) -> None:
+    def drain(pending_item, defer: bool = False) -> Optional[dict]:
+        """Read a step's metrics; log them (or, with `defer`, return the record for the caller to
+        complete with validation numbers and write)."""
         nonlocal last, t_last, step_at_t
         step_no, metrics = pending_item
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -218,10 +220,13 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
         rate = positions_per_step * (step_no - step_at_t) / max(now - t_last, 1e-9)
         values.update(step=step_no, perplexity=float(np.exp(values["loss"])), positions_per_s=rate)
         bar.set_postfix(loss=f"{values['loss']:.3f}", ppl=f"{values['perplexity']:.1f}", pos_s=f"{rate:.0f}")
-        if step_no % cfg.log_every == 0 or step_no == steps:
-            log.write(values)
-            t_last, step_at_t = now, step_no
         last = values
+        if step_no % cfg.log_every == 0 or step_no == steps or defer:
+            t_last, step_at_t = now, step_no
+            if defer:
+                return values
+            log.write(values)
+        return None
 
     try:
         for step_no in range(first + 1, steps + 1):
@@ -235,19 +240,20 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
                 drain(pending)  # lag-1: the previous step's metrics, while this step runs
             pending = (step_no, metrics)
             bar.update(1)
-            eval_now = bool(heldout_files) and cfg.eval_every and step_no % cfg.eval_every == 0
+            periodic = bool(cfg.eval_every) and step_no % cfg.eval_every == 0
+            eval_now = bool(heldout_files) and (periodic or step_no == steps)
             if step_no % cfg.checkpoint_every == 0 or step_no == steps or eval_now:
-                drain(pending)
+                record = drain(pending, defer=eval_now)
                 pending = None
-            if eval_now and step_no != steps:
-                val = evaluate(cfg, state["params"], heldout_files, vocab, mesh, max_batches=cfg.eval_batches)
-                last.update(val)
-                log.write({"step": step_no, **val})
+                if eval_now:  # validation numbers go into the same metrics record
+                    val = evaluate(cfg, state["params"], heldout_files, vocab, mesh, max_batches=cfg.eval_batches)
+                    last.update(val)
+                    log.write({**record, **val})
             if step_no % cfg.checkpoint_every == 0 or step_no == steps:
                 ckpts.save(step_no, state, stream.state(), _meta(cfg, vocab_size), force=True)
         if pending is not None:
             drain(pending)
-        if heldout_files:
+        if heldout_files and first >= steps:  # nothing left to train: report validation only
             val = evaluate(cfg, state["params"], heldout_files, vocab, mesh, max_batches=cfg.eval_batches)
             last.update(val)
             log.write({"step": int(state["step"]), **val})
