@@ -69,7 +69,9 @@ def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state:
         targets = batch[f"targets_{suffix}"].reshape(-1)
         weights = batch[f"weights_{suffix}"].reshape(-1).astype(jnp.float32)
         if negatives is None:
-            s, c = full_softmax_loss(hidden, targets, weights, w, b, precision=None)
+            # a large vocabulary's [N, V] logits are made 256 positions at a time (793k words: 0.8 GB)
+            chunk = 256 if vocab_size > 100_000 else None
+            s, c = full_softmax_loss(hidden, targets, weights, w, b, chunk_size=chunk, precision=None)
         else:
             ids, tries = negatives["ids"], negatives["num_tries"]
             n_sampled = ids.shape[0]
