@@ -8,14 +8,28 @@ different model shape is a clear error before any compute.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from ..errors import ElmoError
+
+
+@contextlib.contextmanager
+def _quiet_partial_restore() -> Iterator[None]:
+    """Orbax warns for every saved item a restore does not ask for (reading only `meta` is meant)."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class CheckpointError(ElmoError):
@@ -45,7 +59,8 @@ class Checkpoints:
 
     def read_meta(self, step: int) -> dict:
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            with _quiet_partial_restore():
+                restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:
             raise CheckpointError(f"cannot read checkpoint step {step} ({type(e).__name__}: {e})",
                                   os.path.join(self.directory, str(step)))
@@ -55,9 +70,10 @@ class Checkpoints:
         """Restore into the shapes/shardings of `abstract_*` (jax.ShapeDtypeStruct trees)."""
         where = os.path.join(self.directory, str(step))
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.StandardRestore(abstract_data),
-                meta=ocp.args.JsonRestore()))
+            with _quiet_partial_restore():
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.StandardRestore(abstract_data),
+                    meta=ocp.args.JsonRestore()))
         except Exception as e:
             raise CheckpointError(f"cannot restore checkpoint ({type(e).__name__}: {str(e)[:300]})", where)
         return restored["state"], restored["data"], dict(restored["meta"])

@@ -47,9 +47,10 @@ def load_run_params(run_dir: str, step: Optional[int] = None) -> tuple[TrainConf
 
 def _data_abstract(ckpts: Checkpoints, step: int):
     """The saved data-position tree's shapes, read from the checkpoint's own metadata."""
-    import orbax.checkpoint as ocp
+    from .checkpoint import _quiet_partial_restore
 
-    item = ckpts.manager.item_metadata(step)
+    with _quiet_partial_restore():
+        item = ckpts.manager.item_metadata(step)
     tree = item["data"] if item is not None and "data" in item else None
     if tree is None:
         return None
