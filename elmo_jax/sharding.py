@@ -55,16 +55,14 @@ def should_shard_softmax(setting: str, vocab_size: int, dim: int, mesh: Mesh) ->
 
 
 def state_shardings(abstract_state: Any, mesh: Mesh, shard_softmax: bool, vocab_size: int) -> Any:
-    """Shardings for a train-state pytree: LSTM carries and per-row data state split on their row
-    axis, softmax rows (and their optimizer slots) split if `shard_softmax`, the rest replicated."""
+    """Shardings for a train-state pytree: LSTM carries split on their row axis, softmax rows (and
+    their optimizer slots) split if `shard_softmax`, the rest replicated."""
 
     def choose(path, leaf) -> NamedSharding:
         keys = jax.tree_util.keystr(path)
         shape = getattr(leaf, "shape", ())
         if "'lstm_state'" in keys:
             return batch_sharding(mesh, len(shape), axis=2)  # [L, 2, B, dim]
-        if "'data_rows'" in keys:
-            return batch_sharding(mesh, len(shape), axis=0)  # [B, ...]
         if shard_softmax and "'softmax'" in keys and len(shape) >= 1 and shape[0] == vocab_size:
             return batch_sharding(mesh, len(shape), axis=0)
         return replicated(mesh)

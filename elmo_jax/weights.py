@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -276,7 +276,3 @@ def import_npz(path: os.PathLike | str, options: Optional[ModelOptions] = None
     extra = _unflatten({k: v for k, v in arrays.items() if k not in names})
     return options, params, extra
 
-
-def tree_map_arrays(fn: Callable[[np.ndarray], Any], params: Params) -> Params:
-    """Apply `fn` to every leaf of a nested dict of arrays."""
-    return {k: tree_map_arrays(fn, v) if isinstance(v, Mapping) else fn(v) for k, v in params.items()}

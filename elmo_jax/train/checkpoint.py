@@ -14,7 +14,6 @@ import os
 from typing import Any, Iterator, Optional
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from ..errors import ElmoError
@@ -86,9 +85,6 @@ class Checkpoints:
         self.manager.close()
 
 
-def abstract_tree(tree: Any, shardings: Any = None) -> Any:
-    """ShapeDtypeStructs (with shardings) describing `tree`, as an Orbax restore target."""
-    if shardings is None:
-        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype
-                                                                     if not hasattr(x, "dtype") else x.dtype), tree)
+def abstract_tree(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs with shardings describing `tree`: an Orbax restore target."""
     return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

@@ -315,8 +315,7 @@ def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, 
         _check_compatible(ckpts.read_meta(step), cfg, vocab_size, os.path.join(ckpts.directory, str(step)))
         from .export import _data_abstract
 
-        abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                          state, state_sh)
+        abstract = abstract_tree(state, state_sh)
         saved_rows = ckpts.read_meta(step).get("batch_size", cfg.batch_size)
         if saved_rows != cfg.batch_size:  # the carried LSTM state is not reused: restore any row count
             abstract["lstm_state"] = jax.tree_util.tree_map(
