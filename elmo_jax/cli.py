@@ -36,6 +36,11 @@ commands and examples:
       elmo-jax build-vocab --corpus 'corpus/*.txt' --output vocab.txt --min-count 2
   plot                   learning curve PNG of a run
       elmo-jax plot runs/tiny
+  task                   ELMo task models: sentence classification, NER tagging (train / evaluate / predict)
+      elmo-jax task train --task tag --train eng.train --dev eng.testa --options elmo/options.json \\
+          --weights elmo/weights.hdf5 --output-dir runs/ner --crf
+      elmo-jax task evaluate --model-dir runs/ner --data eng.testb
+      elmo-jax task predict --model-dir runs/ner --input new.conll --output tagged.conll
   demo                   pretrain configs/tiny.json on the built-in corpus, export it, embed a sentence
       elmo-jax demo [--config configs/tiny.json --run-dir runs/tiny]
 """
@@ -329,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--sentence", default="Return the number of items in the list .")
     p.add_argument("--quiet", action="store_true")
+
+    from .tasks.cli import add_task_parser
+
+    add_task_parser(sub, add)
     return parser
 
 
