@@ -93,3 +93,22 @@ def make_random_arrays(options: ModelOptions, seed: int = 0, scale: float = 1.0)
 def random_arrays() -> Callable[..., dict[str, np.ndarray]]:
     """The `make_random_arrays(options, seed=0, scale=1.0)` helper."""
     return make_random_arrays
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(tmp_path_factory) -> dict:
+    """`configs/tiny.json` pretrained on the built-in corpus (about a minute) and exported:
+    {'last': final metrics, 'run': run dir, 'export': export dir}. Shared by the tests that need
+    a really pretrained biLM."""
+    from elmo_jax.config import TrainConfig
+    from elmo_jax.train.export import export_run
+    from elmo_jax.train.loop import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = TrainConfig.from_json(REPO / "configs" / "tiny.json", ["eval_every=0", "checkpoint_every=200"])
+    last = train(cfg, str(root / "run"), progress=False)
+    export_run(str(root / "run"), str(root / "export"))
+    return {"last": last, "run": str(root / "run"), "export": str(root / "export")}

@@ -70,7 +70,7 @@ def read_task_file(cfg: TaskConfig, path: str, require_labels: bool = True) -> T
     else:
         ds = read_conll(path, cfg.token_column, cfg.tag_column, require_tags=require_labels)
         labels = [list(t) for t in ds["tags"]]
-        has = all(len(t) == len(s) for t, s in zip(labels, ds["tokens"]))
+        has = all(len(t) == len(s) and all(t) for t, s in zip(labels, ds["tokens"]))  # "" = no tag column
     return TaskData(os.fspath(path), [list(s) for s in ds["tokens"]], labels if has else None)
 
 
@@ -246,7 +246,7 @@ def make_train_step(cfg: TaskConfig, model, tx: optax.GradientTransformation, st
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
-        return new, {"loss": data_loss, "total_loss": total, "grad_norm": optax.global_norm(grads)}
+        return new, {"loss": data_loss, "total_loss": total, "grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(step, out_shardings=(state_sharding, shd.replicated(mesh)), donate_argnums=0)
 
@@ -355,8 +355,9 @@ def _check_output_dir(cfg: TaskConfig, output_dir: str, resume: bool) -> None:
 
 
 def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progress: bool = True,
-               log: Any = None) -> dict:
-    """Train a task model; returns {'epochs', 'best_epoch', 'dev': report, 'test': report, ...}."""
+               log: Any = None, return_params: bool = False) -> dict:
+    """Train a task model; returns {'epochs', 'best_epoch', 'dev': report, 'test': report, 'history',
+    ...} and, with `return_params`, the selected params as NumPy ('params')."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg.validate()
     output_dir = os.path.abspath(output_dir)
@@ -498,6 +499,8 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
             summary[name] = report
             if write_metrics:
                 write_report(output_dir, name, report)
+    if return_params:  # replicated: this host's copy
+        summary["params"] = jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), best_params)
     return summary
 
 
