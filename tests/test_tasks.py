@@ -87,6 +87,14 @@ def test_classifier_overfits_and_frozen_bilm_is_bit_identical(pretrained_tiny, t
     assert predictor.predict(sentences) == gold
     report = json.loads((tmp_path / "clf" / "dev_report.json").read_text())
     assert report["accuracy"] == 1.0 and set(report["per_class"]) == {"negative", "positive"}
+    # predictions as JSONL with probabilities, readable as a classification file again
+    from elmo_jax.tasks.data import read_classification
+
+    assert predictor.predict_file(SENTIMENT_JSONL, str(tmp_path / "pred.jsonl")) == 40
+    rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows] == list(read_classification(SENTIMENT_JSONL)["label"])
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    assert list(read_classification(tmp_path / "pred.jsonl")["label"]) == [r["label"] for r in rows]
 
 
 def test_fine_tune_changes_the_bilm(bilm_files, tmp_path):

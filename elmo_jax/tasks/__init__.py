@@ -7,3 +7,8 @@
     models.py    ElmoClassifier, ElmoTagger (Flax)
     loop.py      train / evaluate / predict (data-parallel, Orbax checkpoints, early stopping)
 """
+from .config import TaskConfig
+from .loop import TaskPredictor, train_task
+from .models import ElmoClassifier, ElmoTagger
+
+__all__ = ["ElmoClassifier", "ElmoTagger", "TaskConfig", "TaskPredictor", "train_task"]

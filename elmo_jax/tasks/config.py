@@ -22,7 +22,7 @@ class TaskConfig:
 
     task: str = "classify"  # classify | tag
     train: str = ""  # classify: .tsv/.jsonl; tag: CoNLL-2003 columns
-    dev: Optional[str] = None  # early stopping and model selection (None: keep the last epoch)
+    dev: Optional[str] = None  # early stopping and model selection (None: the epoch of lowest training loss)
     test: Optional[str] = None  # evaluated once with the selected model
     options: Optional[str] = None  # bilm-tf options.json (or a directory holding options.json + weights.hdf5)
     weights: Optional[str] = None  # weights.hdf5 (bilm-tf/AllenNLP) or params.npz (elmo-jax export)

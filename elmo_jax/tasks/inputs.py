@@ -20,6 +20,16 @@ from .vectors import WordVectors
 LENGTH_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 
+def table_bucket(rows: int) -> int:
+    """Rows of a lookup table rounded up (powers of two from 1024), so that predicting on new
+    files reuses the compiled programs."""
+    return max(1024, 1 << max(rows - 1, 0).bit_length())
+
+
+def pad_rows(table: np.ndarray, rows: int) -> np.ndarray:
+    return np.concatenate([table, np.zeros((rows - table.shape[0],) + table.shape[1:], table.dtype)])
+
+
 def length_bucket(length: int) -> int:
     """Smallest ladder size >= `length` (multiples of 128 past the ladder)."""
     i = bisect.bisect_left(LENGTH_BUCKETS, length)
@@ -46,12 +56,23 @@ class TaskInputs:
     def vocab_size(self) -> int:
         return len(self.words)
 
-    def token_table(self, bilm_params: Any, batch_size: int = 256) -> np.ndarray:
-        """[V + 1, P]: each word's biLM token vector (row 0 zero), for `Elmo(vocab_size=V)`."""
-        from ..embed import ElmoEmbedder
+    @property
+    def table_size(self) -> int:
+        """`Elmo(vocab_size=...)`: the token table's rows minus the padding row, bucketed."""
+        return table_bucket(self.vocab_size + 1) - 1
 
-        embedder = ElmoEmbedder(self.options, bilm_params, batch_size=batch_size)
-        return embedder.token_embedding_table(self.words)
+    @property
+    def word_table_rows(self) -> int:
+        return 0 if self.word_vectors is None else table_bucket(len(self.word_vectors.words) + 2)
+
+    def token_table(self, embedder: Any) -> np.ndarray:
+        """[table_size + 1, P]: each word's biLM token vector (row 0 and the bucket's spare rows
+        zero), from an `ElmoEmbedder` of the (frozen) biLM, which caches words between calls."""
+        return pad_rows(embedder.token_embedding_table(self.words), self.table_size + 1)
+
+    def word_table(self) -> np.ndarray:
+        """[word_table_rows, D]: the static vectors (row 0 padding, row 1 OOV, spare rows zero)."""
+        return pad_rows(self.word_vectors.table(oov="zero"), self.word_table_rows)
 
     def encode(self, sentence: Sequence[str]) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """-> (token ids int32 [n + 2] with markers, static word ids int32 [n] or None)."""

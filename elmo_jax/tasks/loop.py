@@ -142,8 +142,8 @@ def uses_chars(cfg: TaskConfig) -> bool:
 def build_model(cfg: TaskConfig, options: ModelOptions, labels: Sequence[str], inputs: TaskInputs):
     common = dict(options=options, num_mixes=cfg.num_mixes, dropout=cfg.dropout, l2_coef=cfg.l2_coef,
                   do_layer_norm=cfg.layer_norm, fine_tune=cfg.fine_tune, hidden_dim=cfg.hidden_dim,
-                  vocab_size=None if uses_chars(cfg) else inputs.vocab_size,
-                  word_vocab_size=0 if inputs.word_vectors is None else len(inputs.word_vectors.words) + 2,
+                  vocab_size=None if uses_chars(cfg) else inputs.table_size,
+                  word_vocab_size=inputs.word_table_rows,
                   word_dim=0 if inputs.word_vectors is None else inputs.word_vectors.dim)
     if cfg.task == "classify":
         return ElmoClassifier(num_classes=len(labels), encoder=cfg.encoder, **common)
@@ -193,14 +193,23 @@ def put_bilm(params: dict, bilm_params: dict, source: str = "") -> dict:
     return {**params, "features": features}
 
 
-def constants(cfg: TaskConfig, inputs: TaskInputs, bilm_params: dict) -> dict:
+def token_embedder(cfg: TaskConfig, options: ModelOptions, bilm_params: dict):
+    """The frozen biLM's token encoder (an `ElmoEmbedder`), or None when the step reads characters."""
+    if uses_chars(cfg):
+        return None
+    from ..embed import ElmoEmbedder
+
+    return ElmoEmbedder(options, bilm_params, batch_size=256)
+
+
+def constants(cfg: TaskConfig, inputs: TaskInputs, embedder: Any) -> dict:
     """The non-trained lookup tables: the biLM token table (frozen, cached) and static vectors."""
     cache: dict = {}
     features: dict = {}
-    if not uses_chars(cfg):
-        features["elmo"] = {"token_embedding": jnp.asarray(inputs.token_table(bilm_params))}
+    if embedder is not None:
+        features["elmo"] = {"token_embedding": jnp.asarray(inputs.token_table(embedder))}
     if inputs.word_vectors is not None:
-        features["word_vectors"] = jnp.asarray(inputs.word_vectors.table(oov="zero"))
+        features["word_vectors"] = jnp.asarray(inputs.word_table())
     if features:
         cache["features"] = features
     return {CACHE_COLLECTION: cache} if cache else {}
@@ -383,6 +392,8 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
         raise ElmoError("the output directory is a file", output_dir)
     _check_output_dir(cfg, output_dir, resume)
     os.makedirs(output_dir, exist_ok=True)
+    if not resume and os.path.exists(os.path.join(output_dir, METRICS_FILE)):
+        os.remove(os.path.join(output_dir, METRICS_FILE))  # left by a run that saved no model
     cfg.to_json(os.path.join(output_dir, CONFIG_FILE))
     atomic_write_text(os.path.join(output_dir, LABELS_FILE), json.dumps(list(names)) + "\n")
     options.to_json(os.path.join(output_dir, OPTIONS_FILE))
@@ -401,7 +412,7 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
     if bilm_params is not None:
         params = put_bilm(params, bilm_params, cfg.weights or cfg.options)
     t0 = time.time()
-    consts = constants(cfg, inputs, jax.device_get(get_bilm(params)))
+    consts = constants(cfg, inputs, token_embedder(cfg, options, jax.device_get(get_bilm(params))))
     if not uses_chars(cfg):
         log(f"token table: {inputs.vocab_size} distinct words through the char-CNN in {time.time() - t0:.1f} s")
     tx = make_optimizer(cfg)
@@ -561,6 +572,8 @@ class TaskPredictor:
             self.params, self.meta = load_best_params(ckpts, like, jax.tree_util.tree_map(lambda _: repl, like))
         finally:
             ckpts.close()
+        self.embedder = token_embedder(self.cfg, self.options, jax.device_get(get_bilm(self.params)))
+        self._compiled: dict = {}  # (token table rows, word table rows) -> (model, predict fn)
 
     def _vectors(self, sentences: Sequence[Sequence[str]]) -> Optional[WordVectors]:
         """Saved vectors of the training run, plus the original file's vectors of new words."""
@@ -593,10 +606,12 @@ class TaskPredictor:
             raise InputError(f"sentence {i} is empty")
         inputs = TaskInputs(self.options, sentences, word_vectors=self._vectors(sentences),
                             use_chars=uses_chars(self.cfg))
-        model = build_model(self.cfg, self.options, self.labels, inputs)
-        repl = shd.replicated(self.mesh)
-        consts = jax.device_put(constants(self.cfg, inputs, jax.device_get(get_bilm(self.params))), repl)
-        predict_fn = make_predict_fn(self.cfg, model, self.mesh)
+        key = (inputs.table_size, inputs.word_table_rows)
+        if key not in self._compiled:
+            model = build_model(self.cfg, self.options, self.labels, inputs)
+            self._compiled[key] = (model, make_predict_fn(self.cfg, model, self.mesh))
+        _, predict_fn = self._compiled[key]
+        consts = jax.device_put(constants(self.cfg, inputs, self.embedder), shd.replicated(self.mesh))
         return predict_all(self.cfg, predict_fn, self.params, consts, inputs, sentences, self.mesh, self.batch_size)
 
     def predict(self, sentences: Sequence[Sequence[str]]) -> list:
