@@ -44,6 +44,11 @@ class Elmo(nn.Module):
     used where token_ids > 0 and the characters elsewhere (mark OOV words with -1), which gives
     exactly the character path's result.
 
+    Or `word_chars` [U, C'] (shifted char ids of a batch's distinct words; row 0 = padding) with
+    `token_ids` indexing its rows: the char-CNN runs once per distinct word, and is trained with
+    `requires_grad` (fine-tuning). The char axis may be cut to the longest word's end-of-word
+    slot plus the widest filter: the result is the same (see `ElmoEmbedder._encode_chars`).
+
     Returns {'elmo_representations': list of [B, T-2, 2P], 'mask': bool [B, T-2]}."""
 
     options: ModelOptions
@@ -59,12 +64,17 @@ class Elmo(nn.Module):
 
     @nn.compact
     def __call__(self, char_ids: Optional[jax.Array] = None, token_ids: Optional[jax.Array] = None,
-                 deterministic: bool = True) -> dict[str, Any]:
+                 deterministic: bool = True, word_chars: Optional[jax.Array] = None) -> dict[str, Any]:
         opts = self.options
         bilm = BiLM(opts, self.dtype, self.precision, name="bilm")
         if char_ids is None and token_ids is None:
             raise ValueError("Elmo needs char_ids or token_ids")
-        if token_ids is not None:
+        if word_chars is not None:
+            if token_ids is None or char_ids is not None:
+                raise ValueError("word_chars input needs token_ids (rows of word_chars) and no char_ids")
+            tokens = jnp.take(bilm.encode_tokens(word_chars), token_ids, axis=0)  # [B, T, P]
+            out = bilm.from_token_embeddings(tokens, token_ids != 0)
+        elif token_ids is not None:
             if self.vocab_size is None:
                 raise ValueError("token_ids input needs Elmo(vocab_size=...) and a cached token table")
             table = self.variable(CACHE_COLLECTION, "token_embedding", jnp.zeros,

@@ -117,6 +117,32 @@ def test_token_ids_with_cache_equal_char_path(bilm_params):
     np.testing.assert_allclose(only[0], chars[0], atol=1e-6, rtol=0)
 
 
+def test_distinct_word_chars_with_a_cut_char_axis_equal_char_path(bilm_params):
+    """`word_chars` (each distinct word once, char axis cut as the task inputs do) + `token_ids`
+    into its rows gives the character path's representations, and gradients reach the char-CNN."""
+    from elmo_jax.tasks.inputs import TaskInputs
+
+    ids, _ = batch_to_ids(SENTENCES)
+    inputs = TaskInputs(OPTIONS, SENTENCES, use_chars=True)
+    batch = inputs.batch([inputs.encode(s) for s in SENTENCES], rows=len(SENTENCES), length=ids.shape[1])
+    assert batch["word_chars"].shape[1] < ids.shape[2], "the char axis should be cut"
+    elmo = Elmo(OPTIONS, dropout=0.0, requires_grad=True)
+    params = {"params": init_elmo(elmo, bilm_params, jax.random.key(0), ids)["params"]}
+    chars = elmo.apply(params, ids)["elmo_representations"][0]
+    distinct = elmo.apply(params, None, batch["token_ids"], word_chars=batch["word_chars"])
+    np.testing.assert_allclose(distinct["elmo_representations"][0], chars, atol=1e-6, rtol=0)
+
+    def total(p, **kw):
+        return jnp.sum(elmo.apply({"params": p}, **kw)["elmo_representations"][0] ** 2)
+
+    g_chars = jax.grad(total)(params["params"], char_ids=ids)
+    g_words = jax.grad(total)(params["params"], token_ids=batch["token_ids"], word_chars=batch["word_chars"])
+    w1 = np.asarray(g_chars["bilm"]["token_encoder"]["char_cnn"]["W_cnn_0"])
+    w2 = np.asarray(g_words["bilm"]["token_encoder"]["char_cnn"]["W_cnn_0"])
+    assert np.abs(w1).max() > 0
+    np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-5)
+
+
 def test_masked_layer_norm_is_batch_global():
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 2.0, (2, 5, 4)).astype(np.float32)

@@ -82,6 +82,12 @@ def add_task_parser(sub: argparse._SubParsersAction, add: Callable) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
+def _compilation_cache() -> None:
+    from ..cli import _enable_compilation_cache
+
+    _enable_compilation_cache()
+
+
 def config_from_args(args: argparse.Namespace):
     from .config import TaskConfig, parse_set
 
@@ -101,6 +107,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_task_train(args: argparse.Namespace) -> int:
+    _compilation_cache()
     from .loop import train_task
     from .metrics import format_report
 
@@ -116,6 +123,7 @@ def cmd_task_train(args: argparse.Namespace) -> int:
 
 
 def cmd_task_evaluate(args: argparse.Namespace) -> int:
+    _compilation_cache()
     from ..io_utils import atomic_write_text
     from .loop import TaskPredictor
     from .metrics import format_report
@@ -129,6 +137,7 @@ def cmd_task_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_task_predict(args: argparse.Namespace) -> int:
+    _compilation_cache()
     from .loop import TaskPredictor
 
     predictor = TaskPredictor(args.model_dir, batch_size=args.batch_size)

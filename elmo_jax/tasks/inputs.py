@@ -13,11 +13,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..chars import BOS_TOKEN, EOS_TOKEN, token_to_char_ids
+from ..chars import BOS_TOKEN, EOS_TOKEN, PAD_CHAR, token_to_char_ids
 from ..options import ModelOptions
 from .vectors import WordVectors
 
 LENGTH_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+CHAR_CUTS = (16, 24, 32)  # char-axis widths of a batch's `word_chars` (else the full width)
 
 
 def table_bucket(rows: int) -> int:
@@ -50,7 +51,12 @@ class TaskInputs:
         if use_chars:
             c = options.max_characters_per_token
             rows = [np.zeros(c, np.int32)] + [token_to_char_ids(w, c) for w in self.words]
-            self.char_table = np.stack(rows)  # [V + 1, C], row 0 = padding
+            self.char_table = np.stack(rows)  # [V + 1, C] shifted ids, row 0 = padding
+            used = c - np.argmax((self.char_table != PAD_CHAR + 1)[:, ::-1], axis=1)  # slots up to EOW
+            used[0] = 0
+            # one char-axis cut for the run (the longest word's end-of-word slot + the widest filter)
+            need = int(used.max()) + max(w for w, _ in options.filters)
+            self.char_cut = min(next((cut for cut in CHAR_CUTS if cut >= need), c), c)
 
     @property
     def vocab_size(self) -> int:
@@ -84,7 +90,8 @@ class TaskInputs:
     def batch(self, encoded: Sequence[tuple[np.ndarray, Optional[np.ndarray]]], rows: int,
               length: Optional[int] = None) -> dict[str, np.ndarray]:
         """Pad `encoded` sentences into `rows` rows (extra rows empty) of `length` ids (default: the
-        bucket of the longest) -> {'token_ids' [rows, T], 'word_ids' [rows, T-2], 'char_ids' [rows, T, C]}."""
+        bucket of the longest) -> {'token_ids' [rows, T], 'word_ids' [rows, T-2]} and, with
+        characters, 'word_chars' [U, C'] (the batch's distinct words) with 'token_ids' into its rows."""
         longest = max((len(ids) for ids, _ in encoded), default=2)
         t = length or length_bucket(longest)
         token_ids = np.zeros((rows, t), np.int32)
@@ -97,8 +104,19 @@ class TaskInputs:
         if self.word_vectors is not None:
             out["word_ids"] = word_ids
         if self.char_table is not None:
-            out["char_ids"] = self.char_table[token_ids]
+            out.update(self.distinct_word_chars(token_ids))
         return out
+
+    def distinct_word_chars(self, token_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Each distinct word of the batch once: {'word_chars' [U, C'], 'token_ids' [rows, T] into
+        it (0 stays padding)}. The char axis is cut to the run's longest word's end-of-word slot
+        plus the widest filter (exact), and U is a power of two of at least a quarter of the
+        positions, so each batch length compiles one or two programs."""
+        uniq, inverse = np.unique(np.concatenate([[0], token_ids.ravel()]), return_inverse=True)
+        rows = max(len(uniq), token_ids.size // 4, 64)
+        chars = np.zeros((1 << (rows - 1).bit_length(), self.char_cut), np.int32)
+        chars[:len(uniq)] = self.char_table[uniq, :self.char_cut]
+        return {"word_chars": chars, "token_ids": inverse[1:].reshape(token_ids.shape).astype(np.int32)}
 
 
 def epoch_order(lengths: Sequence[int], batch_size: int, rng: Optional[np.random.Generator],

@@ -157,18 +157,21 @@ def build_model(cfg: TaskConfig, options: ModelOptions, labels: Sequence[str], i
 
 
 def model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in ("char_ids", "token_ids", "word_ids") if k in batch}
+    return {k: batch[k] for k in ("word_chars", "token_ids", "word_ids") if k in batch}
 
 
 def init_params(cfg: TaskConfig, model, inputs: TaskInputs, key: jax.Array) -> dict:
     """Randomly initialised params of `model` (the biLM too; replace it with `put_bilm`)."""
     from ..chars import BOS_TOKEN, EOS_TOKEN, token_to_char_ids
 
-    # characters AND cached ids, so that the biLM's char-CNN params exist in either mode
+    # characters in either mode, so that the biLM's char-CNN params exist
     c = inputs.options.max_characters_per_token
-    dummy = {"char_ids": np.stack([token_to_char_ids(w, c) for w in (BOS_TOKEN, "x", EOS_TOKEN)])[None]}
-    if not uses_chars(cfg):
-        dummy["token_ids"] = np.array([[1, 2, 2]], np.int32)
+    chars = np.stack([token_to_char_ids(w, c) for w in (BOS_TOKEN, "x", EOS_TOKEN)])[None]
+    if uses_chars(cfg):
+        dummy = {"word_chars": np.concatenate([np.zeros((1, c), np.int32), chars[0]]),
+                 "token_ids": np.array([[1, 2, 3]], np.int32)}
+    else:
+        dummy = {"char_ids": chars, "token_ids": np.array([[1, 2, 2]], np.int32)}
     if inputs.word_vectors is not None:
         dummy["word_ids"] = np.zeros((1, 1), np.int32)
     if cfg.task == "classify":
@@ -285,11 +288,20 @@ def padded_rows(batch_size: int) -> int:
     return -(-batch_size // n) * n
 
 
+#: Batch arrays that are not split by rows: the batch's distinct words (every host has them all).
+REPLICATED_INPUTS = ("word_chars",)
+
+
 def global_batch(local_global: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """Every host builds the same global batch; each feeds its own rows."""
-    rows = next(iter(local_global.values())).shape[0]
+    """Every host builds the same global batch; each feeds its own rows (and all of `word_chars`)."""
+    rows = local_global["token_ids"].shape[0]
     start, count = shd.host_rows(rows)
-    return shd.global_batch({k: v[start:start + count] for k, v in local_global.items()}, mesh)
+    out = shd.global_batch({k: v[start:start + count] for k, v in local_global.items()
+                            if k not in REPLICATED_INPUTS}, mesh)
+    for k in REPLICATED_INPUTS:
+        if k in local_global:
+            out[k] = jax.make_array_from_process_local_data(shd.replicated(mesh), local_global[k])
+    return out
 
 
 def label_arrays(cfg: TaskConfig, labels: Sequence, index: dict[str, int], rows: int, length: int) -> dict:
@@ -314,8 +326,6 @@ def predict_all(cfg: TaskConfig, predict_fn, params, consts, inputs: TaskInputs,
     out: list = [None] * len(sentences)
     for idx in epoch_order([len(s) for s in sentences], rows, None):
         batch = inputs.batch([encoded[i] for i in idx], rows)
-        if uses_chars(cfg):
-            batch.pop("token_ids")
         result = to_host(predict_fn(params, consts, global_batch(batch, mesh)))
         for r, i in enumerate(idx):
             out[i] = result[r] if cfg.task == "classify" else result[r, :len(sentences[i])]
@@ -457,10 +467,7 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
         t0, losses, pending = time.time(), [], None
         for idx in order:
             batch = inputs.batch([encoded[i] for i in idx], rows)
-            if uses_chars(cfg):
-                batch.pop("token_ids")
-            length = (batch["token_ids"] if "token_ids" in batch else batch["char_ids"]).shape[1]
-            batch.update(label_arrays(cfg, [train.labels[i] for i in idx], index, rows, length))
+            batch.update(label_arrays(cfg, [train.labels[i] for i in idx], index, rows, batch["token_ids"].shape[1]))
             state, metrics = train_step(state, consts, global_batch(batch, mesh))
             if pending is not None:  # lag-1: read the previous step's loss while this one runs
                 losses.append(float(pending["loss"]))

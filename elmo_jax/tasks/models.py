@@ -1,7 +1,8 @@
 """Task models on ELMo (Flax): a sentence classifier and a sequence tagger (softmax or CRF).
 
-Both read a sentence as ELMo token ids (`<S>` w1..wn `</S>`, ids into a cached token-embedding
-table, 0 = padding) or as characters (needed to fine-tune the biLM's char-CNN), plus optional
+Both read a sentence as ELMo token ids (`<S>` w1..wn `</S>`, 0 = padding) into a cached
+token-embedding table (frozen biLM) or into the batch's distinct words' characters
+(`word_chars`: the char-CNN runs in the step, as fine-tuning needs), plus optional
 static word-vector ids (GloVe, one per word, no markers). The paper's recipe: a learned scalar
 mix of the biLM layers (dropout 0.5, L2 0.001 on the mix weights) at the task model's input, and
 optionally a second mix concatenated to its encoder's output (`num_mixes=2`).
@@ -44,12 +45,14 @@ class ElmoFeatures(nn.Module):
 
     @nn.compact
     def __call__(self, char_ids: Optional[jax.Array], token_ids: Optional[jax.Array],
-                 word_ids: Optional[jax.Array], deterministic: bool) -> tuple[jax.Array, Optional[jax.Array], jax.Array]:
+                 word_ids: Optional[jax.Array], deterministic: bool, word_chars: Optional[jax.Array] = None
+                 ) -> tuple[jax.Array, Optional[jax.Array], jax.Array]:
         if self.num_mixes not in (1, 2):
             raise ValueError(f"num_mixes must be 1 (input) or 2 (input and output), got {self.num_mixes}")
         out = Elmo(self.options, num_output_representations=self.num_mixes, dropout=self.dropout,
                    do_layer_norm=self.do_layer_norm, l2_coef=self.l2_coef, requires_grad=self.fine_tune,
-                   vocab_size=self.vocab_size, name="elmo")(char_ids, token_ids, deterministic=deterministic)
+                   vocab_size=self.vocab_size, name="elmo")(char_ids, token_ids, deterministic=deterministic,
+                                                          word_chars=word_chars)
         reps, mask = out["elmo_representations"], out["mask"]
         x = reps[0]
         if self.word_dim:
@@ -107,13 +110,14 @@ class ElmoClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, char_ids: Optional[jax.Array] = None, token_ids: Optional[jax.Array] = None,
-                 word_ids: Optional[jax.Array] = None, deterministic: bool = True) -> jax.Array:
+                 word_ids: Optional[jax.Array] = None, deterministic: bool = True,
+                 word_chars: Optional[jax.Array] = None) -> jax.Array:
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         x, out_mix, mask = ElmoFeatures(self.options, self.num_mixes, self.dropout, self.l2_coef,
                                         self.do_layer_norm, self.fine_tune, self.vocab_size,
                                         self.word_vocab_size, self.word_dim, name="features")(
-            char_ids, token_ids, word_ids, deterministic)
+            char_ids, token_ids, word_ids, deterministic, word_chars)
         h = x
         if self.encoder == "bilstm":
             h = BiLSTMEncoder(self.hidden_dim, name="encoder")(x, mask)
@@ -155,19 +159,21 @@ class ElmoTagger(nn.Module):
             self.crf = CRF(self.num_tags, self.constraints)
 
     def __call__(self, char_ids: Optional[jax.Array] = None, token_ids: Optional[jax.Array] = None,
-                 word_ids: Optional[jax.Array] = None, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+                 word_ids: Optional[jax.Array] = None, deterministic: bool = True,
+                 word_chars: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
         """-> (tag scores [B, N, K] float32, mask bool [B, N])."""
-        x, out_mix, mask = self.features(char_ids, token_ids, word_ids, deterministic)
+        x, out_mix, mask = self.features(char_ids, token_ids, word_ids, deterministic, word_chars)
         h = self.drop(self.encoder(x, mask), deterministic=deterministic)
         if out_mix is not None:
             h = jnp.concatenate([h, out_mix], axis=-1)
         return self.output(h).astype(jnp.float32), mask
 
     def loss(self, tags: jax.Array, char_ids: Optional[jax.Array] = None, token_ids: Optional[jax.Array] = None,
-             word_ids: Optional[jax.Array] = None, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+             word_ids: Optional[jax.Array] = None, deterministic: bool = True,
+             word_chars: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
         """-> (loss summed over rows [], number of rows/tokens it averages over []): CRF negative
         log-likelihood per sentence, or softmax cross-entropy per token."""
-        scores, mask = self(char_ids, token_ids, word_ids, deterministic)
+        scores, mask = self(char_ids, token_ids, word_ids, deterministic, word_chars)
         if self.use_crf:
             nll = -self.crf(scores, tags, mask)  # [B]
             return jnp.sum(nll), jnp.sum(jnp.any(mask, axis=1)).astype(jnp.float32)
@@ -176,9 +182,10 @@ class ElmoTagger(nn.Module):
         return -jnp.sum(jnp.where(mask, gold, 0.0)), jnp.sum(mask).astype(jnp.float32)
 
     def predict(self, char_ids: Optional[jax.Array] = None, token_ids: Optional[jax.Array] = None,
-                word_ids: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+                word_ids: Optional[jax.Array] = None, word_chars: Optional[jax.Array] = None
+                ) -> tuple[jax.Array, jax.Array]:
         """-> (best tags int32 [B, N], 0 past each row's end; mask)."""
-        scores, mask = self(char_ids, token_ids, word_ids, True)
+        scores, mask = self(char_ids, token_ids, word_ids, True, word_chars)
         if self.use_crf:
             tags, _ = self.crf.decode(scores, mask)
         else:
