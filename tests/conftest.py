@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -112,3 +115,23 @@ def pretrained_tiny(tmp_path_factory) -> dict:
     last = train(cfg, str(root / "run"), progress=False)
     export_run(str(root / "run"), str(root / "export"))
     return {"last": last, "run": str(root / "run"), "export": str(root / "export")}
+
+
+WORKER = Path(__file__).with_name("train_worker.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_worker(cfg_path, run_dir: Path, out: Path, devices: int, extra=(), wait=True) -> subprocess.Popen:
+    """`train_worker.py` in a fresh process (N simulated devices); waits and checks its exit status
+    unless `wait=False`."""
+    cmd = [sys.executable, str(WORKER), str(cfg_path), str(run_dir), str(out), "--devices", str(devices), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if wait:
+        _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-3000:]
+    return proc

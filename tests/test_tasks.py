@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -20,12 +17,13 @@ from elmo_jax.tasks.config import TaskConfig
 from elmo_jax.tasks.loop import TaskPredictor, train_task
 from elmo_jax.weights import _flatten, load_model
 
+from conftest import free_port, run_worker
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "examples" / "data"
 CONLL = str(SAMPLES / "conll_sample.txt")
 SENTIMENT_TSV = str(SAMPLES / "sentiment_sample.tsv")
 SENTIMENT_JSONL = str(SAMPLES / "sentiment_sample.jsonl")
-WORKER = Path(__file__).with_name("task_worker.py")
 SMALL_BILM = ModelOptions(char_embed_dim=4, filters=((1, 8), (2, 8), (3, 16)), n_highway=1, n_characters=262,
                           lstm_dim=32, projection_dim=16, n_layers=2, use_skip_connections=True)
 
@@ -182,21 +180,6 @@ def test_resume_equals_uninterrupted_run(bilm_files, tmp_path):
         train_task(cfg.replace(hidden_dim=8), str(tmp_path / "b"), resume=True, progress=False, log=quiet)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_worker(cfg_path: Path, out_dir: Path, out: Path, devices: int, extra=(), wait=True):
-    cmd = [sys.executable, str(WORKER), str(cfg_path), str(out_dir), str(out), "--devices", str(devices), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if wait:
-        _, err = proc.communicate(timeout=400)
-        assert proc.returncode == 0, err[-3000:]
-    return proc
-
-
 def test_two_hosts_of_four_devices_equal_one_device(bilm_files, tmp_path):
     """Data-parallel training over 2 processes x 4 simulated devices (jax.distributed, gloo; 8
     devices in all, each host feeding its rows) gives the 1-device params and losses (up to
@@ -204,10 +187,11 @@ def test_two_hosts_of_four_devices_equal_one_device(bilm_files, tmp_path):
     cfg = small_cfg(bilm_files, max_epochs=2, task="tag", train=CONLL, dev=CONLL, crf=True)
     path = tmp_path / "cfg.json"
     cfg.to_json(path)
-    run_worker(path, tmp_path / "one", tmp_path / "one.npz", 1)
+    run_worker(path, tmp_path / "one", tmp_path / "one.npz", 1, extra=["--task"])
     port = free_port()
     procs = [run_worker(path, tmp_path / "hosts", tmp_path / "hosts.npz", 4, wait=False,
-                        extra=["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)])
+                        extra=["--task", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                               "--process-id", str(i)])
              for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=400)

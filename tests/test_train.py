@@ -3,11 +3,7 @@ fine-tuning start, sampled softmax, bad input."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +14,8 @@ from elmo_jax.config import ConfigError, TrainConfig
 from elmo_jax.errors import ElmoError
 from elmo_jax.options import ModelOptions
 
-WORKER = Path(__file__).with_name("train_worker.py")
+from conftest import free_port, run_worker
+
 TINY_MODEL = ModelOptions(char_embed_dim=4, filters=((1, 8), (2, 8), (3, 16)), n_highway=1, n_characters=261,
                           lstm_dim=32, projection_dim=16, n_layers=2, use_skip_connections=True)
 
@@ -50,16 +47,6 @@ def tiny_config(tmp_path: Path, **changes) -> TrainConfig:
 def config_file(cfg: TrainConfig, path: Path) -> str:
     cfg.to_json(path)
     return str(path)
-
-
-def run_worker(cfg_path: str, run_dir: Path, out: Path, devices: int, extra=(), wait=True):
-    cmd = [sys.executable, str(WORKER), cfg_path, str(run_dir), str(out), "--devices", str(devices), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if not wait:
-        return proc
-    _, err = proc.communicate(timeout=400)
-    assert proc.returncode == 0, err[-3000:]
-    return proc
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -217,12 +204,6 @@ def test_plot_writes_png(tmp_path):
 
 
 # --------------------------------------------------------------------------- other processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_eight_devices_and_two_hosts_equal_one_device(tmp_path):
     """Same global batch: 1 device, 8 simulated devices, and 2 processes x 4 devices through
     jax.distributed give the same params after 3 steps (float32 reductions in another order:
@@ -241,7 +222,7 @@ def test_eight_devices_and_two_hosts_equal_one_device(tmp_path):
     run_worker(sharded, tmp_path / "sharded", tmp_path / "sharded.npz", 8)  # softmax rows over devices
     diff = max_param_diff(load_npz(tmp_path / "sharded1.npz"), load_npz(tmp_path / "sharded.npz"))
     assert diff <= 2e-5, f"sharded softmax on 8 devices differs from 1 device by {diff:.3g}"
-    port = _free_port()
+    port = free_port()
     procs = [run_worker(path, tmp_path / "multi", tmp_path / "multi.npz", 4, wait=False,
                         extra=["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)])
              for i in range(2)]

@@ -1,7 +1,8 @@
-"""Run `train()` in a fresh process with N simulated CPU devices (and optionally as one process
-of a multi-host job), then save the final params and metrics: used by test_train.py.
+"""Run pretraining (`train()`) or, with `--task`, task-model training (`train_task()`) in a fresh
+process with N simulated CPU devices (and optionally as one process of a multi-host job), then
+save the final (task: selected) params and metrics: used by test_train.py and test_tasks.py.
 
-    python train_worker.py CONFIG_JSON RUN_DIR OUT_NPZ --devices 8 [--coordinator H:P --num-processes 2 --process-id 0]
+    python train_worker.py CONFIG_JSON RUN_DIR OUT_NPZ --devices 8 [--task] [--coordinator H:P --num-processes 2 --process-id 0]
 """
 import argparse
 import json
@@ -13,6 +14,7 @@ ap.add_argument("config")
 ap.add_argument("run_dir")
 ap.add_argument("out")
 ap.add_argument("--devices", type=int, default=1)
+ap.add_argument("--task", action="store_true", help="CONFIG_JSON is a task_config.json")
 ap.add_argument("--coordinator")
 ap.add_argument("--num-processes", type=int)
 ap.add_argument("--process-id", type=int)
@@ -28,13 +30,22 @@ if args.coordinator:
 
 import numpy as np  # noqa: E402
 
-from elmo_jax.config import TrainConfig  # noqa: E402
-from elmo_jax.train.loop import train  # noqa: E402
 from elmo_jax.weights import _flatten  # noqa: E402
 
-cfg = TrainConfig.from_dict(json.load(open(args.config)))
 assert jax.device_count() == args.devices * (args.num_processes or 1), jax.devices()
-last = train(cfg, args.run_dir, progress=False, return_params=True)
+if args.task:
+    from elmo_jax.tasks.config import TaskConfig
+    from elmo_jax.tasks.loop import train_task
+
+    summary = train_task(TaskConfig.from_json(args.config), args.run_dir, progress=False, log=lambda msg: None,
+                         return_params=True)
+    last = {"history": summary["history"], "dev": summary.get("dev"), "params": summary["params"]}
+else:
+    from elmo_jax.config import TrainConfig
+    from elmo_jax.train.loop import train
+
+    last = train(TrainConfig.from_dict(json.load(open(args.config))), args.run_dir, progress=False,
+                 return_params=True)
 params = last.pop("params")
 if jax.process_index() == 0:
     flat = {k: np.asarray(v) for k, v in _flatten(params).items()}

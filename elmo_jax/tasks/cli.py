@@ -12,8 +12,6 @@ import json
 import sys
 from typing import Callable
 
-from ..config import ConfigError
-
 #: flag -> TaskConfig key for the flags that only set a config value.
 VALUE_FLAGS = {
     "train": str, "dev": str, "test": str, "options": str, "weights": str, "encoder": str, "hidden_dim": int,

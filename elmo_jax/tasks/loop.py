@@ -190,7 +190,6 @@ def put_bilm(params: dict, bilm_params: dict, source: str = "") -> dict:
     expected = jax.tree_util.tree_structure(get_bilm(params))
     if jax.tree_util.tree_structure(bilm_params) != expected:
         raise ElmoError("the biLM weights do not match the options (different parameter tree)", source or None)
-    params = jax.tree_util.tree_map(lambda x: x, params)  # copy the dict structure
     features = dict(params["features"])
     features["elmo"] = {**features["elmo"], "bilm": jax.tree_util.tree_map(jnp.asarray, bilm_params)}
     return {**params, "features": features}
@@ -263,7 +262,7 @@ def make_train_step(cfg: TaskConfig, model, tx: optax.GradientTransformation, st
     return jax.jit(step, out_shardings=(state_sharding, shd.replicated(mesh)), donate_argnums=0)
 
 
-def make_predict_fn(cfg: TaskConfig, model, mesh):
+def make_predict_fn(cfg: TaskConfig, model):
     def predict(params, consts, batch):
         variables = {"params": params, **consts}
         if cfg.task == "classify":
@@ -445,7 +444,7 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
     else:
         state = jax.device_put(state, repl)
     train_step = make_train_step(cfg, model, tx, state_sharding, mesh)
-    predict_fn = make_predict_fn(cfg, model, mesh)
+    predict_fn = make_predict_fn(cfg, model)
     index = {name: i for i, name in enumerate(names)}
     rows = padded_rows(cfg.batch_size)
     encoded = [inputs.encode(s) for s in train.tokens]
@@ -571,7 +570,7 @@ class TaskPredictor:
         self.mesh = shd.make_mesh()
         ckpts = Checkpoints(os.path.join(model_dir, "best"), async_save=False)
         try:
-            inputs = TaskInputs(self.options, [["x"]], word_vectors=self._vectors([["x"]]),
+            inputs = TaskInputs(self.options, [["x"]], word_vectors=self._vectors([], extend=False),
                                 use_chars=uses_chars(self.cfg))
             model = build_model(self.cfg, self.options, self.labels, inputs)
             like = jax.eval_shape(lambda k: init_params(self.cfg, model, inputs, k), jax.random.key(0))
@@ -580,17 +579,17 @@ class TaskPredictor:
         finally:
             ckpts.close()
         self.embedder = token_embedder(self.cfg, self.options, jax.device_get(get_bilm(self.params)))
-        self._compiled: dict = {}  # (token table rows, word table rows) -> (model, predict fn)
+        self._compiled: dict = {}  # (token table rows, word table rows) -> compiled predict fn
 
-    def _vectors(self, sentences: Sequence[Sequence[str]]) -> Optional[WordVectors]:
-        """Saved vectors of the training run, plus the original file's vectors of new words."""
+    def _vectors(self, sentences: Sequence[Sequence[str]], extend: bool = True) -> Optional[WordVectors]:
+        """Saved vectors of the training run, plus (`extend`) the original file's vectors of new words."""
         path = os.path.join(self.model_dir, VECTORS_FILE)
         if not os.path.exists(path):
             return None
         with np.load(path, allow_pickle=False) as z:
             saved = WordVectors([str(w) for w in z["words"]], np.asarray(z["vectors"], np.float32),
                                 bool(z["lowercase"]))
-        if self.cfg.word_vectors and os.path.exists(self.cfg.word_vectors):
+        if extend and self.cfg.word_vectors and os.path.exists(self.cfg.word_vectors):
             known = set(saved.words)
             new = {w for s in sentences for w in s}
             new = (new | {w.lower() for w in new}) - known
@@ -615,9 +614,8 @@ class TaskPredictor:
                             use_chars=uses_chars(self.cfg))
         key = (inputs.table_size, inputs.word_table_rows)
         if key not in self._compiled:
-            model = build_model(self.cfg, self.options, self.labels, inputs)
-            self._compiled[key] = (model, make_predict_fn(self.cfg, model, self.mesh))
-        _, predict_fn = self._compiled[key]
+            self._compiled[key] = make_predict_fn(self.cfg, build_model(self.cfg, self.options, self.labels, inputs))
+        predict_fn = self._compiled[key]
         consts = jax.device_put(constants(self.cfg, inputs, self.embedder), shd.replicated(self.mesh))
         return predict_all(self.cfg, predict_fn, self.params, consts, inputs, sentences, self.mesh, self.batch_size)
 
