@@ -1,110 +1,130 @@
-"""`elmo-jax plot RUN_DIR`: a PNG learning curve (train and validation perplexity, log scale) drawn
-with NumPy alone (no plotting library is a dependency): white canvas, grey grid, blue train
-curve, orange validation points and line, a legend box in the top-right corner.
+"""`elmo-jax plot RUN_DIR`: the learning curve of a run as a PNG, drawn with matplotlib.
+
+Train perplexity and validation perplexity (the average of the two LMs, and the forward and
+backward LMs when logged) against step, log-scale y axis, axis labels, the run's name as title,
+a legend and a grid. matplotlib is an optional extra (`pip install 'elmo-jax[plot]'`); it is
+imported only when a figure is made, so the rest of the package never needs it.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
-import struct
-import zlib
-from typing import Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from ..errors import ElmoError
+from ..io_utils import read_json_objects
 
-BLUE = (31, 119, 180)
-ORANGE = (255, 127, 14)
-GREY = (220, 220, 220)
-BLACK = (0, 0, 0)
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
+METRICS_FILE = "metrics.jsonl"
+INSTALL_HINT = "pip install 'elmo-jax[plot]'"
 
-def write_png(path: str, image: np.ndarray) -> None:
-    """Write an RGB uint8 image [H, W, 3] as a PNG file."""
-    h, w, _ = image.shape
-    raw = b"".join(b"\x00" + image[row].tobytes() for row in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    from ..io_utils import atomic_output
-
-    with atomic_output(path, suffix=".png.tmp") as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(png)
+# (metrics key, legend label, matplotlib style) in drawing order
+SERIES = (
+    ("perplexity", "train", dict(color="tab:blue", linewidth=1.5)),
+    ("val_perplexity", "validation", dict(color="tab:orange", linewidth=2, marker="o", markersize=4)),
+    ("val_perplexity_fwd", "validation, forward LM",
+     dict(color="tab:green", linewidth=1, linestyle="--", marker=".", markersize=4)),
+    ("val_perplexity_bwd", "validation, backward LM",
+     dict(color="tab:red", linewidth=1, linestyle="--", marker=".", markersize=4)),
+)
 
 
-def _line(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, color, width: int = 2) -> None:
-    n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-    xs = np.linspace(x0, x1, n).round().astype(int)
-    ys = np.linspace(y0, y1, n).round().astype(int)
-    for dx in range(-(width // 2), width - width // 2):
-        for dy in range(-(width // 2), width - width // 2):
-            xx, yy = np.clip(xs + dx, 0, img.shape[1] - 1), np.clip(ys + dy, 0, img.shape[0] - 1)
-            img[yy, xx] = color
+def read_metrics(run_dir: str) -> list[dict]:
+    """The records of RUN_DIR/metrics.jsonl, in file order (blank lines skipped).
 
-
-def read_metrics(run_dir: str) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(train [(step, perplexity)], validation [(step, val_perplexity)]) from metrics.jsonl."""
-    path = os.path.join(run_dir, "metrics.jsonl")
+    Raises `ElmoError` naming the file (and the line) for a missing file, a line that is not a
+    JSON object, or a record without an integer `step`."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.isdir(run_dir):
+        raise ElmoError("run directory not found", run_dir)
     if not os.path.exists(path):
         raise ElmoError("no metrics.jsonl: not a training run directory, or nothing logged yet", run_dir)
-    train, val = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise ElmoError(f"line {lineno} is not JSON", path)
-            if "perplexity" in rec:
-                train.append((int(rec["step"]), float(rec["perplexity"])))
-            if "val_perplexity" in rec:
-                val.append((int(rec["step"]), float(rec["val_perplexity"])))
-    return train, val
+    records = []
+    for lineno, rec in read_json_objects(path):
+        step = rec.get("step")
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step != int(step):
+            raise ElmoError(f"line {lineno}: no integer 'step' (got {step!r})", path)
+        records.append(rec)
+    return records
 
 
-def plot_run(run_dir: str, output: Optional[str] = None, size: tuple[int, int] = (800, 500)) -> str:
-    """Draw the learning curve of `run_dir` into a PNG; returns its path."""
-    train, val = read_metrics(run_dir)
-    if not train and not val:
-        raise ElmoError("metrics.jsonl has no perplexity values yet", run_dir)
+def series(records: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of `key`, sorted by step. A step logged twice (a run resumed from an earlier
+    checkpoint logs its steps again) keeps its last value; values that a log axis cannot show
+    (non-numeric, non-finite, <= 0) are left out."""
+    by_step: dict[int, float] = {}
+    for rec in records:
+        value = rec.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value) and value > 0:
+            by_step[int(rec["step"])] = float(value)
+        else:
+            by_step.pop(int(rec["step"]), None)
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ElmoError(f"plotting needs matplotlib, which is not installed: {INSTALL_HINT}")
+    return matplotlib, Figure, FigureCanvasAgg
+
+
+def make_figure(records: list[dict], title: str, size: tuple[float, float] = (8.0, 5.0),
+                dpi: int = 100) -> "Figure":
+    """A matplotlib Figure (Agg canvas, no pyplot state) of the perplexities in `records`."""
+    _, Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    drawn: list[float] = []
+    for key, label, style in SERIES:
+        steps, values = series(records, key)
+        if steps:
+            ax.plot(steps, values, label=label, **style)
+            drawn += values
+    if not drawn:
+        raise ElmoError("metrics.jsonl has no perplexity values yet")
+    ax.set_yscale("log")
+    from matplotlib.ticker import LogFormatter, MaxNLocator, NullLocator, ScalarFormatter
+
+    if max(drawn) / min(drawn) < 3:  # too narrow for decade ticks: evenly spaced plain numbers
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+        ax.yaxis.set_minor_locator(NullLocator())
+    else:  # plain numbers (100, 200, 500 rather than 10^2); minor ticks labelled below ~2 decades
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.set_xlabel("step")
+    ax.set_ylabel("perplexity (log scale)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.5)
+    ax.grid(True, which="minor", alpha=0.15)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_run(run_dir: str, output: Optional[str] = None, size: tuple[float, float] = (8.0, 5.0),
+             dpi: int = 100) -> str:
+    """Draw the learning curve of `run_dir` into a PNG (default RUN_DIR/learning_curve.png) of
+    size[0]*dpi x size[1]*dpi pixels; returns its path."""
+    records = read_metrics(run_dir)
+    name = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
+    if not any(series(records, key)[0] for key, _, _ in SERIES):
+        raise ElmoError("no perplexity values logged yet", os.path.join(run_dir, METRICS_FILE))
+    fig = make_figure(records, name, size=size, dpi=dpi)
     output = output or os.path.join(run_dir, "learning_curve.png")
-    w, h = size
-    left, right, top, bottom = 60, 20, 20, 40
-    img = np.full((h, w, 3), 255, np.uint8)
-    points = train + val
-    steps = np.array([s for s, _ in points], float)
-    logp = np.log(np.maximum([p for _, p in points], 1e-9))
-    s_lo, s_hi = steps.min(), max(steps.max(), steps.min() + 1)
-    p_lo, p_hi = logp.min(), max(logp.max(), logp.min() + 1e-3)
-    pad = 0.05 * (p_hi - p_lo)
-    p_lo, p_hi = p_lo - pad, p_hi + pad
+    from ..io_utils import atomic_output
 
-    def to_xy(step: float, ppl: float) -> tuple[float, float]:
-        x = left + (step - s_lo) / (s_hi - s_lo) * (w - left - right)
-        y = top + (p_hi - np.log(max(ppl, 1e-9))) / (p_hi - p_lo) * (h - top - bottom)
-        return x, y
-
-    for k in range(6):  # grid
-        y = top + k * (h - top - bottom) / 5
-        _line(img, left, y, w - right, y, GREY, 1)
-        x = left + k * (w - left - right) / 5
-        _line(img, x, top, x, h - bottom, GREY, 1)
-    _line(img, left, h - bottom, w - right, h - bottom, BLACK, 2)  # axes
-    _line(img, left, top, left, h - bottom, BLACK, 2)
-    for series, color in ((train, BLUE), (val, ORANGE)):
-        xy = [to_xy(s, p) for s, p in series]
-        for (x0, y0), (x1, y1) in zip(xy, xy[1:]):
-            _line(img, x0, y0, x1, y1, color, 2)
-        for x, y in xy if series is val else []:
-            img[int(max(y - 3, 0)):int(y + 4), int(max(x - 3, 0)):int(x + 4)] = color
-    # legend: a blue and an orange swatch
-    img[top + 5:top + 15, w - right - 60:w - right - 40] = BLUE
-    img[top + 25:top + 35, w - right - 60:w - right - 40] = ORANGE
-    write_png(output, img)
+    with atomic_output(output, suffix=".png.tmp") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
     return output
