@@ -1,6 +1,8 @@
 """The shipped model configs describe AllenNLP's published model shapes."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -22,14 +24,25 @@ def test_published_shapes(name: str, dim: int, proj: int, highway: int) -> None:
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "medium", "original"])
-def test_training_configs_validate(name: str) -> None:
+def test_training_configs_validate(name: str, tmp_path: Path) -> None:
     from elmo_jax.config import TrainConfig
 
-    cfg = TrainConfig.from_json(CONFIGS / f"{name}.json")
+    path = CONFIGS / f"{name}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    cfg = TrainConfig.from_json(path)
     assert cfg.model.use_skip_connections  # AllenNLP loads only skip-connection models
     assert cfg.model.n_characters == 261  # training ids; exports write 262
-    for key in ("max_steps", "batch_size", "seed", "log_every", "checkpoint_every"):
-        assert key in cfg.to_dict()
+    # every key of the file is read as written: nothing dropped, renamed or defaulted over
+    out = cfg.to_dict()
+    assert list(out) == [f.name for f in dataclasses.fields(TrainConfig)]
+    assert out["model"] == data["model"]
+    for key, value in data.items():
+        if key != "model":
+            assert out[key] == value, key
+    # and what is written reads back equal
+    cfg.to_json(tmp_path / "c.json")
+    assert TrainConfig.from_json(tmp_path / "c.json") == cfg
+    assert json.loads((tmp_path / "c.json").read_text(encoding="utf-8")) == out
 
 
 def test_original_has_bilm_tf_hyperparameters() -> None:
