@@ -362,3 +362,22 @@ def test_toy_training_reaches_full_accuracy() -> None:
     fresh_mask = np.ones_like(fresh, dtype=bool)
     got, _ = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m, method=ToyTagger.predict))(params, fresh, fresh_mask)
     np.testing.assert_array_equal(np.asarray(got), toy_tags(fresh))
+
+
+def test_allowed_transitions_iob1_table() -> None:
+    """IOB1 (original CoNLL-2003): an entity starts with I-X, at the sentence start or after O or
+    another type; B-X only right after an X entity (B-X or I-X), never first."""
+    tags = ["O", "B-PER", "I-PER", "I-LOC"]
+    allowed, start_ok, end_ok = allowed_transitions(tags, scheme="IOB1")
+    #                    to: O  B-P I-P I-L        from:
+    want = np.array([[1, 0, 1, 1],   # O
+                     [1, 1, 1, 1],   # B-PER
+                     [1, 1, 1, 1],   # I-PER
+                     [1, 0, 1, 1]],  # I-LOC
+                    dtype=bool)
+    np.testing.assert_array_equal(allowed, want)
+    np.testing.assert_array_equal(start_ok, [1, 0, 1, 1])
+    np.testing.assert_array_equal(end_ok, [1, 1, 1, 1])
+    # a label set alone cannot tell IOB1 from IOB2: without a scheme, BIO (IOB2) rules
+    assert tag_scheme(tags) == "BIO"
+    assert not allowed_transitions(tags)[0][0, 2]

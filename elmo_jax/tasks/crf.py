@@ -1,4 +1,4 @@
-"""Linear-chain CRF for sequence tagging (NER): log-likelihood, Viterbi decoding, BIO/BIOES constraints.
+"""Linear-chain CRF for sequence tagging (NER): log-likelihood, Viterbi decoding, BIO/BIOES/IOB1 constraints.
 
 A tag sequence y_1..y_L of a row with emission scores e[t, k] has the score
 
@@ -23,9 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import tags as tags_lib
+from .tags import label_scheme, split_tag
+
 DISALLOWED = -1e4  # added to the score of a transition/start/end the tag scheme forbids
 
-BIO, BIOES = "BIO", "BIOES"
+BIO, BIOES = "BIO", tags_lib.BIOES  # "BIO": IOB2, the name `tag_scheme` has always returned
 
 
 def _prepare(emissions: jax.Array, mask: jax.Array, params: Sequence[jax.Array]
@@ -117,30 +120,30 @@ def viterbi_decode(emissions: jax.Array, mask: jax.Array, transitions: jax.Array
     return jnp.where(mask, tags, 0), jnp.where(nonempty, score, 0.0)
 
 
-def _split_tag(tag: str) -> tuple[Optional[str], str]:
-    """'B-PER' -> ('B', 'PER'), 'O' -> ('O', ''), anything else -> (None, tag)."""
-    if tag == "O":
-        return "O", ""
-    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BIES":
-        return tag[0], tag[2:]
-    return None, tag
-
-
 def tag_scheme(tags: Sequence[str]) -> str:
-    """'BIOES' if any tag is S-X or E-X, else 'BIO' (IOB2)."""
-    return BIOES if any(_split_tag(t)[0] in ("S", "E") for t in tags) else BIO
+    """'BIOES' if any tag is S-X or E-X, else 'BIO' (IOB2): the scheme `allowed_transitions`
+    assumes for a tag set (which cannot tell IOB1 from IOB2; see `tags.detect_scheme`)."""
+    return BIOES if label_scheme(tags) == tags_lib.BIOES else BIO
 
 
-def allowed_transitions(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def allowed_transitions(tags: Sequence[str], scheme: Optional[str] = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which transitions the tag scheme permits: (allowed bool [K, K] (from, to), start_ok bool [K],
-    end_ok bool [K]) for BIO/IOB2 or BIOES tags (scheme from `tag_scheme`).
+    end_ok bool [K]). `scheme`: 'IOB1', 'IOB2' (or 'BIO') or 'BIOES'; None: from the tag set
+    (`tag_scheme`: BIOES if any E-/S- tag, else BIO/IOB2).
 
     BIO: I-X only after B-X or I-X, never first. BIOES additionally: E-X only after B-X or I-X,
-    never first; B-X and I-X only before I-X or E-X, never last. O and tags without a B/I/E/S
-    prefix are free except for what the rules about their neighbours imply."""
-    parts = [_split_tag(t) for t in tags]
-    bioes = tag_scheme(tags) == BIOES
-    inside = ("I", "E") if bioes else ("I",)  # prefixes that continue an entity begun before them
+    never first; B-X and I-X only before I-X or E-X, never last. IOB1: I-X anywhere (it starts
+    an entity after O or another type); B-X only after B-X or I-X, never first. O and tags
+    without a B/I/E/S prefix are free except for what the rules about their neighbours imply."""
+    if scheme is None:
+        scheme = tag_scheme(tags)
+    if scheme not in (BIO, *tags_lib.SCHEMES):
+        raise ValueError(f"unknown tag scheme {scheme!r}; expected one of IOB1, IOB2, BIO, BIOES")
+    parts = [split_tag(t) for t in tags]
+    bioes = scheme == BIOES
+    # prefixes that continue an entity begun before them (IOB1: B-X continues one X run with a new entity)
+    inside = ("B",) if scheme == tags_lib.IOB1 else ("I", "E") if bioes else ("I",)
     opened = ("B", "I")  # prefixes after which the same entity may continue
     k = len(tags)
     allowed = np.ones((k, k), dtype=bool)

@@ -5,12 +5,11 @@ task's `conlleval` script: an entity counts as found only if its type and both b
 """
 from __future__ import annotations
 
-import re
 from typing import Optional, Sequence
 
-Span = tuple[str, int, int]
+from .tags import split_tag
 
-_PREFIXED = re.compile(r"^([BIES])-(.+)$")
+Span = tuple[str, int, int]
 
 
 def _prf(n_correct: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
@@ -44,15 +43,11 @@ def classification_report(gold: Sequence[str], pred: Sequence[str],
     return {"accuracy": correct / n if n else 0.0, "macro_f1": macro_f1, "per_class": per_class, "n": n}
 
 
-def _split_tag(tag: str) -> tuple[str, str]:
-    """(prefix, type) of a tag: `O` -> ("O", ""); `B-PER` -> ("B", "PER"); a tag without a
-    B-/I-/E-/S- prefix, e.g. `PER`, is read as `I-PER` (conlleval's raw mode)."""
-    if tag == "O":
-        return "O", ""
-    m = _PREFIXED.match(tag)
-    if m:
-        return m.group(1), m.group(2)
-    return "I", tag
+def _chunk_tag(tag: str) -> tuple[str, str]:
+    """(prefix, type) of a tag as conlleval reads it (`tags.split_tag`, except that a tag without
+    a B-/I-/E-/S- prefix, e.g. `PER`, is read as `I-PER`: conlleval's raw mode)."""
+    prefix, type_ = split_tag(tag)
+    return prefix or "I", type_
 
 
 def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
@@ -83,7 +78,7 @@ def extract_spans(tags: Sequence[str]) -> list[Span]:
     prev_tag, prev_type = "O", ""
     start: Optional[int] = None
     for i, tag in enumerate(tags):
-        cur_tag, cur_type = _split_tag(tag)
+        cur_tag, cur_type = _chunk_tag(tag)
         if start is not None and _end_of_chunk(prev_tag, cur_tag, prev_type, cur_type):
             spans.append((prev_type, start, i))
             start = None
