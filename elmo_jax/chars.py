@@ -122,6 +122,26 @@ def batch_to_ids(
     return ids, mask
 
 
-def lengths_from_ids(ids: np.ndarray) -> np.ndarray:
-    """Row lengths (real positions, markers included) of shifted, left-aligned id batches [B, T, C]."""
-    return (np.asarray(ids) > 0).any(-1).sum(-1).astype(np.int32)
+def char_table(words: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:
+    """Raw training char ids of every word: uint16 [len(words), max_chars].
+
+    Row i equals `chars.token_to_char_ids(words[i], max_chars, shift=False)` (vectorised: one
+    pass over the concatenated UTF-8 bytes instead of one small array per word)."""
+    n = len(words)
+    table = np.full((n, max_chars), PAD_CHAR, np.uint16)
+    if n == 0:
+        return table
+    encoded = [w.encode("utf-8", "ignore")[: max_chars - 2] for w in words]
+    lens = np.fromiter(map(len, encoded), np.int64, n)
+    flat = np.frombuffer(b"".join(encoded), np.uint8)
+    starts = np.cumsum(lens) - lens
+    rows = np.repeat(np.arange(n), lens)
+    cols = 1 + np.arange(flat.size) - np.repeat(starts, lens)
+    table[:, 0] = BOW_CHAR
+    table[rows, cols] = flat
+    table[np.arange(n), 1 + lens] = EOW_CHAR
+    for i, w in enumerate(words):
+        if w == BOS_TOKEN or w == EOS_TOKEN:
+            table[i] = PAD_CHAR
+            table[i, :3] = (BOW_CHAR, BOS_CHAR if w == BOS_TOKEN else EOS_CHAR, EOW_CHAR)
+    return table

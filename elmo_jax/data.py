@@ -41,56 +41,27 @@ import contextlib
 import hashlib
 import math
 import os
-import queue
-import threading
 import zlib
-from typing import Any, Generic, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .chars import BOS_CHAR, BOS_TOKEN, BOW_CHAR, DEFAULT_MAX_CHARS, EOS_CHAR, EOS_TOKEN, EOW_CHAR, PAD_CHAR
+from .chars import DEFAULT_MAX_CHARS, char_table
 from .errors import ElmoError, InputError
 from .io_utils import read_lines
+from .prefetch import Prefetcher
 from .vocab import Vocabulary, check_corpus_file, resolve_files
 
 Batch = dict[str, np.ndarray]
 State = dict[str, Union[np.ndarray, int]]
-T_co = TypeVar("T_co")
 
 STATE_VERSION = 1
 _ENCODE_VERSION = "elmo-jax-ids-v1"
-BATCH_KEYS = ("tokens_fwd", "tokens_bwd", "chars_fwd", "chars_bwd", "targets_fwd", "targets_bwd",
-              "weights_fwd", "weights_bwd")
+BATCH_KEYS = ("inputs_fwd", "inputs_bwd", "targets_fwd", "targets_bwd", "weights_fwd", "weights_bwd")
 
 
 class DataError(ElmoError):
     """A corpus, vocabulary or saved data position that cannot be used."""
-
-
-# ---------------------------------------------------------------------- char table
-def char_table(words: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:
-    """Raw training char ids of every word: uint16 [len(words), max_chars].
-
-    Row i equals `chars.token_to_char_ids(words[i], max_chars, shift=False)` (vectorised: one
-    pass over the concatenated UTF-8 bytes instead of one small array per word)."""
-    n = len(words)
-    table = np.full((n, max_chars), PAD_CHAR, np.uint16)
-    if n == 0:
-        return table
-    encoded = [w.encode("utf-8", "ignore")[: max_chars - 2] for w in words]
-    lens = np.fromiter(map(len, encoded), np.int64, n)
-    flat = np.frombuffer(b"".join(encoded), np.uint8)
-    starts = np.cumsum(lens) - lens
-    rows = np.repeat(np.arange(n), lens)
-    cols = 1 + np.arange(flat.size) - np.repeat(starts, lens)
-    table[:, 0] = BOW_CHAR
-    table[rows, cols] = flat
-    table[np.arange(n), 1 + lens] = EOW_CHAR
-    for i, w in enumerate(words):
-        if w == BOS_TOKEN or w == EOS_TOKEN:
-            table[i] = PAD_CHAR
-            table[i, :3] = (BOW_CHAR, BOS_CHAR if w == BOS_TOKEN else EOS_CHAR, EOW_CHAR)
-    return table
 
 
 # ---------------------------------------------------------------------- datasets access
@@ -173,8 +144,8 @@ class Batcher:
     """Endless (training) or single-pass (evaluation) bilm-tf batches of one host's rows.
 
     `next(batcher)` -> dict of NumPy arrays (R = row_count rows of the global batch, T = unroll):
-      tokens_fwd, tokens_bwd    int32 [R, T]      vocab ids of the inputs (OOV -> <UNK>; debugging)
-      chars_fwd, chars_bwd      int32 [R, T, C]   raw char ids of the inputs (261-id table)
+      inputs_fwd, inputs_bwd    int32 [R, T]      input-table ids of the inputs: rows of
+                                                  `input_chars` (raw char ids) and of `input_to_target`
       targets_fwd, targets_bwd  int32 [R, T]      vocab ids of the next token (OOV -> <UNK>)
       weights_fwd, weights_bwd  float32 [R, T]    1 for real targets, 0 for evaluation padding
     Evaluation padding positions hold the `<S>` token as input and target, with weight 0.
@@ -420,10 +391,9 @@ class Batcher:
                     g, o = g + B, 0
             position[b], offset[b] = g, o
         self._batches += 1
-        to_target, chars = self.input_to_target, self.input_chars
+        to_target = self.input_to_target
         return {
-            "tokens_fwd": to_target[fwd_in], "tokens_bwd": to_target[bwd_in],
-            "chars_fwd": chars[fwd_in].astype(np.int32), "chars_bwd": chars[bwd_in].astype(np.int32),
+            "inputs_fwd": fwd_in, "inputs_bwd": bwd_in,
             "targets_fwd": to_target[fwd_tg], "targets_bwd": to_target[bwd_tg],
             "weights_fwd": weights, "weights_bwd": weights.copy(),
         }
@@ -523,110 +493,10 @@ class Batcher:
     def n_input_words(self) -> int:
         return len(self.input_words)
 
-    def batch_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Name -> (shape, dtype) of every array of a batch of this host."""
-        R, T, C = self.row_count, self.unroll_steps, self.max_chars
-        out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-        for d in ("fwd", "bwd"):
-            out[f"tokens_{d}"] = ((R, T), np.dtype(np.int32))
-            out[f"chars_{d}"] = ((R, T, C), np.dtype(np.int32))
-            out[f"targets_{d}"] = ((R, T), np.dtype(np.int32))
-            out[f"weights_{d}"] = ((R, T), np.dtype(np.float32))
-        return out
-
     def __repr__(self) -> str:
         return (f"Batcher({len(self.files)} files, {self.n_sentences} sentences, {self.n_tokens} tokens, "
                 f"rows [{self.row_start}, {self.row_start + self.row_count}) of {self.global_batch_size}, "
                 f"unroll {self.unroll_steps}, {'train' if self.train else 'eval'})")
-
-
-# ---------------------------------------------------------------------- prefetch
-_ITEM, _END, _ERROR = 0, 1, 2
-
-
-def _produce(source: Iterator[Any], out: queue.Queue, stop: threading.Event) -> None:
-    """Prefetch thread body: items, then an end or error message; gives up once `stop` is set."""
-
-    def put(message: tuple[int, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(message, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        for item in source:
-            if not put((_ITEM, item)):
-                return
-        put((_END, None))
-    except BaseException as e:  # noqa: BLE001 - handed to the consumer
-        put((_ERROR, e))
-
-
-class Prefetcher(Generic[T_co]):
-    """Runs an iterator in a daemon thread, `depth` items ahead of the consumer.
-
-    Exceptions of the producer are re-raised in the consumer at the position they occurred;
-    `close()` (or leaving a `with` block) stops the thread."""
-
-    def __init__(self, iterator: Iterable[T_co], depth: int = 4):
-        if depth < 1:
-            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._done = False
-        # the thread gets no reference to `self`, so dropping an unclosed Prefetcher stops it (__del__)
-        self._thread = threading.Thread(target=_produce, args=(iter(iterator), self._queue, self._stop),
-                                        name="elmo-jax-prefetch", daemon=True)
-        self._thread.start()
-
-    def __iter__(self) -> "Prefetcher[T_co]":
-        return self
-
-    def __next__(self) -> T_co:
-        if self._done:
-            raise StopIteration
-        while True:
-            try:
-                kind, value = self._queue.get(timeout=0.1)
-                break
-            except queue.Empty:
-                if self._stop.is_set() or not self._thread.is_alive() and self._queue.empty():
-                    self._done = True
-                    raise StopIteration
-        if kind == _ITEM:
-            return value
-        self._done = True
-        if kind == _ERROR:
-            raise value
-        raise StopIteration
-
-    def close(self) -> None:
-        """Stop the producer thread (waits briefly for it) and drop prefetched items."""
-        self._stop.set()
-        self._done = True
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-
-    def __enter__(self) -> "Prefetcher[T_co]":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stop.set()
-
-
-def prefetch(iterator: Iterable[T_co], depth: int = 4) -> Prefetcher[T_co]:
-    """Run `iterator` in a background thread, `depth` items ahead (see `Prefetcher`)."""
-    return Prefetcher(iterator, depth)
 
 
 class BatchStream:

@@ -9,8 +9,9 @@ How it is fast, each point measured (benchmarks/embed.py):
   distinct word is encoded once and kept in a bounded cache; batches then run only the LSTMs,
   from token vectors, as in bilm-tf's cached-token mode. The result equals the character path.
 - Both directions run in one batched `lax.scan` per layer.
-- Shapes are bucketed (rows: powers of two up to the batch size; time: a short fixed ladder),
-  so jit compiles a bounded number of programs however many sentences come.
+- Shapes are bucketed (rows: powers of two up to the batch size; time: a short fixed ladder;
+  token-encoder calls: `elmo_jax.distinct`'s row and char-cut ladders), so jit compiles a bounded
+  number of programs however many sentences come.
 - Deterministic mode sorts sentences by length within a window of batches, so padding is small.
 
 Modes. Deterministic (default): every sentence starts from zero state, so its vectors do not
@@ -28,18 +29,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .chars import BOS_TOKEN, EOS_TOKEN, PAD_CHAR, CharIdCache, check_sentences
+from .chars import BOS_TOKEN, EOS_TOKEN, CharIdCache, check_sentences
+from .distinct import SHIFTED_PADDING, char_cut_needs, distinct_words
 from .modules.bilm import BiLM
 from .options import ModelOptions
 from .weights import Params, load_model
 
 #: Padded sequence lengths (markers included). Longer rows round up to a multiple of 128.
 TIME_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128)
-#: Padded row counts of token-encoder calls, and the largest call.
-ENCODE_BUCKETS = (32, 128, 512)
-ENCODE_CHUNK = ENCODE_BUCKETS[-1]
-#: Char-axis cuts of token-encoder calls (see `_encode_chars`).
-CHAR_BUCKETS = (16, 24, 32)
+#: Fewest and most words of a token-encoder call (rows and char cut: `elmo_jax.distinct`).
+ENCODE_MIN_ROWS = 32
+ENCODE_CHUNK = 512
 
 
 def _time_bucket(length: int) -> int:
@@ -149,28 +149,17 @@ class ElmoEmbedder:
     def _encode_chars(self, ids: np.ndarray) -> np.ndarray:
         """Token vectors [N, P] of shifted char ids [N, C], in bucketed calls.
 
-        Exact shortcut: every conv window that lies wholly in a token's padding chars has the
-        same value, so the char axis can be cut to `used + max_width` slots (all windows that
-        touch real chars plus one all-padding window) without changing the max. Words are
-        sorted by length so that most chunks use a short cut (English words: 16-24 of 50)."""
+        Each call encodes distinct words with the char axis cut to what they need (exact, see
+        `elmo_jax.distinct`). Words are sorted by that need so that most chunks use a short cut
+        (English words: 16-24 of 50)."""
         opts = self.options
-        width = ids.shape[1]
-        pad_id = PAD_CHAR + 1
-        used = width - np.argmax((ids != pad_id)[:, ::-1], axis=1)  # slots up to EOW
-        max_filter = max(w for w, _ in opts.filters)
-        order = np.argsort(used, kind="stable")
+        need = char_cut_needs(ids, max(w for w, _ in opts.filters), SHIFTED_PADDING)
+        order = np.argsort(need, kind="stable")
         out = np.empty((len(ids), opts.projection_dim), np.float32)
-        start = 0
-        while start < len(ids):
+        for start in range(0, len(ids), ENCODE_CHUNK):
             idx = order[start:start + ENCODE_CHUNK]
-            need = int(used[idx].max()) + max_filter
-            cut = next((c for c in CHAR_BUCKETS if c >= need), width)
-            cut = min(cut, width)
-            rows = next(b for b in ENCODE_BUCKETS if b >= len(idx))
-            padded = np.zeros((rows, cut), np.int32)
-            padded[: len(idx)] = ids[idx, :cut]
-            out[idx] = np.asarray(self._encode(self.params, padded))[: len(idx)]
-            start += len(idx)
+            chars, inverse, _ = distinct_words(idx, ids, need, min_rows=ENCODE_MIN_ROWS)
+            out[idx] = np.asarray(self._encode(self.params, chars))[inverse]
         return out
 
     def token_embeddings(self, words: Sequence[str]) -> np.ndarray:

@@ -171,6 +171,7 @@ def test_batcher_reads_builtin_corpus(built: dict, tmp_path: Path) -> None:
     train = Batcher(built["train_files"], built["vocab_file"], **kw)
     assert train.n_tokens == built["n_train_tokens"] and train.n_sentences == built["n_train_sentences"]
     batch = next(train)
-    assert batch["chars_fwd"].shape == (8, 5, 50) and batch["weights_fwd"].all()
+    assert batch["inputs_fwd"].shape == (8, 5) and batch["weights_fwd"].all()
+    assert train.input_chars[batch["inputs_fwd"]].shape == (8, 5, 50)
     heldout = Batcher(built["heldout_files"], built["vocab_file"], train=False, **kw)
     assert heldout.n_batches is not None and heldout.n_batches > 0

@@ -39,11 +39,13 @@ class LanguageModel(nn.Module):
     dropout_rate: float = 0.1
     dtype: Any = jnp.float32
     remat: bool = True
+    hoist_input: bool = False
+    fused_backward: bool = False
 
     def setup(self):
         self.token_encoder = TokenEncoder(self.options, self.dtype, precision=None)
-        self.lstm = LSTMStack(self.options, 2, self.dtype, precision=None, remat=self.remat,
-                              dropout_rate=self.dropout_rate)
+        self.lstm = LSTMStack(self.options, 2, self.dtype, precision=None, hoist_input=self.hoist_input,
+                              remat=self.remat, dropout_rate=self.dropout_rate, fused_backward=self.fused_backward)
         self.softmax = Softmax(self.vocab_size, self.options.projection_dim)
         self.output_dropout = nn.Dropout(self.dropout_rate)
 
@@ -58,5 +60,3 @@ class LanguageModel(nn.Module):
             top = self.output_dropout(top, deterministic=deterministic)
         return top, new_state
 
-    def softmax_params(self) -> tuple[jax.Array, jax.Array]:
-        return self.softmax()

@@ -14,16 +14,133 @@ and output zeros there.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ..options import ModelOptions
 
 FORGET_BIAS = 1.0  # added to the forget gate at run time; not stored in weight files
+
+
+def _lstmp_cell(z, c_prev, proj, cell_clip, proj_clip, precision):
+    """One LSTMP step after the gate matmul: z [Dn, B, 4H] (bias included), c_prev [Dn, B, H]
+    -> (c_raw, c, m, h_raw, h): the cell before/after its clip, the unprojected output, the
+    projected output before/after its clip."""
+    i, j, f, o = jnp.split(z, 4, axis=-1)
+    c_raw = jax.nn.sigmoid(f + FORGET_BIAS) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(j)
+    c = c_raw if cell_clip is None else jnp.clip(c_raw, -cell_clip, cell_clip)
+    m = jax.nn.sigmoid(o) * jnp.tanh(c)
+    h_raw = m if proj is None else jnp.einsum("dbh,dhp->dbp", m, proj, precision=precision)
+    h = h_raw if proj_clip is None else jnp.clip(h_raw, -proj_clip, proj_clip)
+    return c_raw, c, m, h_raw, h
+
+
+def _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll,
+                  save, remat=False):
+    """The recurrence; with `save`, also the per-step residuals the fused backward needs:
+    h_prev [T, Dn, B, P] and c_prev [T, Dn, B, H] (carried state entering each step), h_raw
+    [T, Dn, B, P] (projection before its clip)."""
+    n_in = xs.shape[-1]
+    w_h = kernel[:, n_in:]
+    bias_b = bias[:, None, :]  # [Dn, 1, 4H]
+    if hoist_input:
+        seq = jnp.einsum("tdbi,dig->tdbg", xs, kernel[:, :n_in], precision=precision) + bias_b[None]
+    else:
+        seq = xs
+
+    def step(carry, inputs):
+        h_prev, c_prev = carry
+        x_or_xw, k = inputs
+        if hoist_input:
+            z = x_or_xw + jnp.einsum("dbp,dpg->dbg", h_prev, w_h, precision=precision)
+        else:
+            xh = jnp.concatenate([x_or_xw, h_prev], axis=-1)
+            z = jnp.einsum("dbk,dkg->dbg", xh, kernel, precision=precision) + bias_b
+        _, c, _, h_raw, h = _lstmp_cell(z, c_prev, proj, cell_clip, proj_clip, precision)
+        k = k[None, :, None]  # [1, B, 1]
+        h_new = jnp.where(k, h, h_prev)
+        c_new = jnp.where(k, c, c_prev)
+        out = jnp.where(k, h, jnp.zeros_like(h))
+        return (h_new, c_new), ((out, h_prev, c_prev, h_raw) if save else out)
+
+    if remat:
+        step = jax.checkpoint(step)
+    (h_t, c_t), ys = lax.scan(step, (h0, c0), (seq, keep), unroll=unroll)
+    return (h_t, c_t), ys
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10, 11))
+def _lstmp_fused(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll):
+    (h_t, c_t), outputs = _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision,
+                                        hoist_input, unroll, save=False)
+    return outputs, (h_t, c_t)
+
+
+def _lstmp_fused_fwd(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll):
+    (h_t, c_t), (outputs, h_prev, c_prev, h_raw) = _forward_scan(
+        kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll, save=True)
+    return (outputs, (h_t, c_t)), (kernel, bias, proj, xs, keep, h_prev, c_prev, h_raw)
+
+
+def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, residuals, cotangents):
+    """Backward pass with the weight gradients as ONE matmul each over all T x B positions.
+
+    Plain autodiff of a scan accumulates dW in the loop carry (T small [K, B] x [B, 4H] products
+    and a [K, 4H] read-modify-write per step); here the loop only carries (dh, dc) and emits the
+    gate gradients dz [T, Dn, B, 4H]; dW = [x; h_prev]^T dz, db = sum dz and the input gradient
+    dx = dz W_x^T are then single large matmuls (what cuDNN does). The gates are recomputed from
+    the saved carried states with one large matmul too, so nothing [T, Dn, B, 4H] is saved."""
+    kernel, bias, proj, xs, keep, h_prev, c_prev, h_raw = residuals
+    d_out, (d_ht, d_ct) = cotangents
+    n_in = xs.shape[-1]
+    w_x, w_h = kernel[:, :n_in], kernel[:, n_in:]
+    xh = jnp.concatenate([xs, h_prev], axis=-1)  # [T, Dn, B, I + P]
+    z_all = jnp.einsum("tdbk,dkg->tdbg", xh, kernel, precision=precision) + bias[None, :, None, :]
+
+    def step(carry, inputs):
+        dh_new, dc_new = carry
+        z, cp, hr, dout, k = inputs
+        k = k[None, :, None]
+        dh = jnp.where(k, dh_new + dout, 0.0)
+        dc = jnp.where(k, dc_new, 0.0)
+        i, j, f, o = jnp.split(z, 4, axis=-1)
+        si, tj, sf, so = jax.nn.sigmoid(i), jnp.tanh(j), jax.nn.sigmoid(f + FORGET_BIAS), jax.nn.sigmoid(o)
+        c_raw = sf * cp + si * tj
+        c = c_raw if cell_clip is None else jnp.clip(c_raw, -cell_clip, cell_clip)
+        tc = jnp.tanh(c)
+        m = so * tc
+        if proj is not None:
+            if proj_clip is not None:
+                dh = jnp.where(jnp.abs(hr) <= proj_clip, dh, 0.0)
+            dm = jnp.einsum("dbp,dhp->dbh", dh, proj, precision=precision)
+        else:
+            dm = dh
+        dc = dc + dm * so * (1.0 - tc * tc)
+        if cell_clip is not None:
+            dc = jnp.where(jnp.abs(c_raw) <= cell_clip, dc, 0.0)
+        dz = jnp.concatenate([dc * tj * si * (1.0 - si), dc * si * (1.0 - tj * tj),
+                              dc * cp * sf * (1.0 - sf), dm * tc * so * (1.0 - so)], axis=-1)
+        dh_prev = jnp.einsum("dbg,dpg->dbp", dz, w_h, precision=precision) + jnp.where(k, 0.0, dh_new)
+        dc_prev = dc * sf + jnp.where(k, 0.0, dc_new)
+        return (dh_prev, dc_prev), (dz, m, dh)
+
+    (dh0, dc0), (dz, m, dh_raw) = lax.scan(step, (d_ht, d_ct), (z_all, c_prev, h_raw, d_out, keep),
+                                           reverse=True, unroll=unroll)
+    d_kernel = jnp.einsum("tdbk,tdbg->dkg", xh, dz, precision=precision)
+    d_bias = jnp.sum(dz, axis=(0, 2))
+    d_xs = jnp.einsum("tdbg,dig->tdbi", dz, w_x, precision=precision)
+    d_proj = None if proj is None else jnp.einsum("tdbh,tdbp->dhp", m, dh_raw, precision=precision)
+    d_keep = np.zeros(keep.shape, jax.dtypes.float0)
+    return d_kernel, d_bias, d_proj, d_xs, d_keep, dh0, dc0
+
+
+_lstmp_fused.defvjp(_lstmp_fused_fwd, _lstmp_fused_bwd)
 
 
 def lstmp_layer_scan(
@@ -41,47 +158,31 @@ def lstmp_layer_scan(
     hoist_input: bool = False,
     remat: bool = False,
     unroll: int = 1,
+    fused_backward: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Run one LSTMP layer (all directions at once) over time.
 
     Returns `(outputs [T, Dn, B, P], (h_T [Dn, B, P], c_T [Dn, B, H]))`, where the final state
-    is each row's state after its last real step."""
+    is each row's state after its last real step.
+
+    Gradients: with `fused_backward` a hand-written backward pass computes the weight
+    and input gradients as single large matmuls after a reverse scan that only carries (dh, dc)
+    (`_lstmp_fused_bwd`); it saves the carried states (not the gates), so it also needs no
+    `remat`. Measured on a 2-core CPU it is no faster than autodiff (the per-step matmuls dominate),
+    so it is off by default; it is the layout GPUs' fused RNN kernels use. Without it JAX
+    differentiates the scan (then `remat` rematerialises the forward pass)."""
     dtype = xs.dtype
-    n_in = xs.shape[-1]
     kernel = kernel.astype(dtype)
-    w_x, w_h = kernel[:, :n_in], kernel[:, n_in:]
-    bias = bias.astype(dtype)[:, None, :]  # [Dn, 1, 4H]
+    bias = bias.astype(dtype)
     proj = None if projection is None else projection.astype(dtype)
-
-    def step(carry, inputs):
-        h_prev, c_prev = carry
-        x_or_xw, m = inputs
-        if hoist_input:
-            z = x_or_xw + jnp.einsum("dbp,dpg->dbg", h_prev, w_h, precision=precision)
-        else:
-            xh = jnp.concatenate([x_or_xw, h_prev], axis=-1)
-            z = jnp.einsum("dbk,dkg->dbg", xh, kernel, precision=precision) + bias
-        i, j, f, o = jnp.split(z, 4, axis=-1)
-        c = jax.nn.sigmoid(f + FORGET_BIAS) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(j)
-        if cell_clip is not None:
-            c = jnp.clip(c, -cell_clip, cell_clip)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        if proj is not None:
-            h = jnp.einsum("dbh,dhp->dbp", h, proj, precision=precision)
-            if proj_clip is not None:
-                h = jnp.clip(h, -proj_clip, proj_clip)
-        keep = m[None, :, None]  # [1, B, 1]
-        h_new = jnp.where(keep, h, h_prev)
-        c_new = jnp.where(keep, c, c_prev)
-        return (h_new, c_new), jnp.where(keep, h, jnp.zeros_like(h))
-
-    if remat:
-        step = jax.checkpoint(step)
-    if hoist_input:
-        seq = jnp.einsum("tdbi,dig->tdbg", xs, w_x, precision=precision) + bias[None]
-    else:
-        seq = xs
-    (h_t, c_t), outputs = lax.scan(step, (h0.astype(dtype), c0.astype(dtype)), (seq, mask), unroll=unroll)
+    h0, c0 = h0.astype(dtype), c0.astype(dtype)
+    if proj is None:
+        proj_clip = None
+    if fused_backward:
+        return _lstmp_fused(kernel, bias, proj, xs, mask, h0, c0, cell_clip, proj_clip, precision,
+                            hoist_input, unroll)
+    (h_t, c_t), outputs = _forward_scan(kernel, bias, proj, xs, mask, h0, c0, cell_clip, proj_clip, precision,
+                                        hoist_input, unroll, save=False, remat=remat)
     return outputs, (h_t, c_t)
 
 
@@ -109,6 +210,7 @@ class LSTMPLayer(nn.Module):
     precision: Any = lax.Precision.HIGHEST
     hoist_input: bool = False
     remat: bool = False
+    fused_backward: bool = False
 
     @nn.compact
     def __call__(self, xs, mask, h0, c0):
@@ -122,7 +224,8 @@ class LSTMPLayer(nn.Module):
         return lstmp_layer_scan(
             kernel, bias, proj, xs, mask, h0, c0,
             cell_clip=opts.cell_clip, proj_clip=opts.proj_clip if proj is not None else None,
-            precision=self.precision, hoist_input=self.hoist_input, remat=self.remat)
+            precision=self.precision, hoist_input=self.hoist_input, remat=self.remat,
+            fused_backward=self.fused_backward)
 
 
 class LSTMStack(nn.Module):
@@ -138,6 +241,7 @@ class LSTMStack(nn.Module):
     hoist_input: bool = False  # precompute x @ W_x for all steps (faster on GPUs, slower on CPU)
     remat: bool = False  # rematerialise the scan body in the backward pass (training)
     dropout_rate: float = 0.0  # on each layer's input (bilm-tf training uses 0.1)
+    fused_backward: bool = False  # hand-written backward pass (weight gradients as one matmul each)
 
     @nn.compact
     def __call__(
@@ -160,7 +264,8 @@ class LSTMStack(nn.Module):
             if self.dropout_rate > 0.0:
                 layer_in = nn.Dropout(self.dropout_rate)(layer_in, deterministic=deterministic)
             out, (h_t, c_t) = LSTMPLayer(
-                opts, self.dtype, self.precision, self.hoist_input, self.remat, name=f"layer_{layer}")(
+                opts, self.dtype, self.precision, self.hoist_input, self.remat, self.fused_backward,
+                name=f"layer_{layer}")(
                 layer_in, mask_tm, initial_state["h"][layer], initial_state["c"][layer])
             if opts.use_skip_connections and layer > 0:
                 # bilm-tf wraps ResidualWrapper in DropoutWrapper: the residual is the dropped input.

@@ -13,12 +13,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..chars import BOS_TOKEN, EOS_TOKEN, PAD_CHAR, token_to_char_ids
+from ..chars import BOS_TOKEN, EOS_TOKEN, token_to_char_ids
+from ..distinct import SHIFTED_PADDING, Bucket, bucket_chars, char_cut_needs, distinct_words
 from ..options import ModelOptions
 from .vectors import WordVectors
 
 LENGTH_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-CHAR_CUTS = (16, 24, 32)  # char-axis widths of a batch's `word_chars` (else the full width)
 
 
 def table_bucket(rows: int) -> int:
@@ -52,11 +52,8 @@ class TaskInputs:
             c = options.max_characters_per_token
             rows = [np.zeros(c, np.int32)] + [token_to_char_ids(w, c) for w in self.words]
             self.char_table = np.stack(rows)  # [V + 1, C] shifted ids, row 0 = padding
-            used = c - np.argmax((self.char_table != PAD_CHAR + 1)[:, ::-1], axis=1)  # slots up to EOW
-            used[0] = 0
-            # one char-axis cut for the run (the longest word's end-of-word slot + the widest filter)
-            need = int(used.max()) + max(w for w, _ in options.filters)
-            self.char_cut = min(next((cut for cut in CHAR_CUTS if cut >= need), c), c)
+            self.char_needs = char_cut_needs(self.char_table, max(w for w, _ in options.filters), SHIFTED_PADDING)
+            self.char_cut = bucket_chars(int(self.char_needs.max()), c)  # one char-axis cut for the run
 
     @property
     def vocab_size(self) -> int:
@@ -109,14 +106,13 @@ class TaskInputs:
 
     def distinct_word_chars(self, token_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Each distinct word of the batch once: {'word_chars' [U, C'], 'token_ids' [rows, T] into
-        it (0 stays padding)}. The char axis is cut to the run's longest word's end-of-word slot
-        plus the widest filter (exact), and U is a power of two of at least a quarter of the
-        positions, so each batch length compiles one or two programs."""
-        uniq, inverse = np.unique(np.concatenate([[0], token_ids.ravel()]), return_inverse=True)
-        rows = max(len(uniq), token_ids.size // 4, 64)
-        chars = np.zeros((1 << (rows - 1).bit_length(), self.char_cut), np.int32)
-        chars[:len(uniq)] = self.char_table[uniq, :self.char_cut]
-        return {"word_chars": chars, "token_ids": inverse[1:].reshape(token_ids.shape).astype(np.int32)}
+        it (0 stays padding)}, as `elmo_jax.distinct` cuts and buckets them, with one char cut for
+        the run and U at least a quarter of the positions, so each batch length compiles a few
+        programs."""
+        ids = np.concatenate([[0], token_ids.ravel()])  # id 0 (padding) is row 0
+        chars, inverse, _ = distinct_words(ids, self.char_table, self.char_needs,
+                                           min_rows=max(token_ids.size // 4, 64), at_least=Bucket(0, self.char_cut))
+        return {"word_chars": chars, "token_ids": inverse[1:].reshape(token_ids.shape)}
 
 
 def epoch_order(lengths: Sequence[int], batch_size: int, rng: Optional[np.random.Generator],

@@ -1,114 +1,76 @@
 """The pretraining loop: `train(cfg, run_dir)`.
 
 Everything is checked before any compute (files, vocabulary, config, an existing checkpoint's
-model shape); then one compiled step runs over a mesh of all devices of all hosts, with the
-batch split over the 'data' axis. At most one step is in flight: the loop reads the previous
-step's metrics while the current step runs (lag-1 logging), which also keeps XLA's collectives
-from piling up. Checkpoints every `checkpoint_every` steps and at the end; validation perplexity
-every `eval_every` steps and at the end; one JSON line of metrics per logging step.
+model shape, the run-directory lock). Then:
+
+- Host work runs in a prefetch thread, off the step's critical path: the next batches' word ids,
+  their distinct words and char rows (`StepInputs`), and each step's negative samples.
+- The train step is compiled ahead of time, before step 1, for every size bucket the first
+  batches need (one line each: compile seconds and memory); a bucket met later is compiled when
+  first met, once. Validation reuses one evaluation program per bucket across the whole run.
+- At most one step is in flight: the loop reads the previous step's metrics while the current
+  step runs (lag-1), which also keeps XLA's collectives from piling up.
+- Logged metrics are averages over the logging interval (loss sums / token counts), written to
+  metrics.jsonl and TensorBoard. Validation perplexity every `eval_every` steps and at the end,
+  with a warning when it looks broken (far above training perplexity, rising, or one direction
+  far worse than the other).
+- Safe long runs: SIGTERM/SIGINT save a checkpoint and return (exit 0), decided identically on
+  every host (each host's flag enters the step, which returns the maximum); a non-finite loss or
+  parameter norm stops the run naming the step and the last good checkpoint; an unreadable
+  latest checkpoint falls back to the previous one; a second run on the same directory is
+  refused; a failed save is an error that keeps the previous checkpoint.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
 
 from .. import sharding as shd
 from ..config import ConfigError, TrainConfig
+from ..data import Batcher
 from ..errors import ElmoError
 from ..loss import LogUniformSampler
-from .batching import prepare_batch
+from ..modules.lstm import zero_state
+from ..prefetch import Prefetcher
+from ..vocab import Vocabulary, resolve_files
+from ..weights import import_npz, load_model
+from .batching import Bucket, StepInputs
 from .checkpoint import CheckpointError, Checkpoints, abstract_tree
-from .step import init_state, make_eval_step, make_train_step
+from .metrics import IntervalMeans, MetricsWriter
+from .preemption import PreemptionGuard
+from .rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR, check_compatible,
+                     checkpoint_meta, data_abstract, load_run_params, resolve_data, resolve_vocab_path)
+from .runlock import RunLock
+from .step import init_state, make_eval_step, make_optimizer, make_train_step
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
-
-
-# --------------------------------------------------------------------------- data (adapter)
-def resolve_vocab_path(cfg: TrainConfig) -> str:
-    if cfg.vocab == "builtin":
-        from ..corpus import build_builtin_corpus
-
-        return build_builtin_corpus()["vocab_file"]
-    return cfg.vocab
-
-
-def resolve_data(cfg: TrainConfig):
-    """(train files, heldout files or [], vocabulary) with every check done up front."""
-    from ..corpus import build_builtin_corpus
-    from ..vocab import Vocabulary, resolve_files
-
-    builtin = None
-
-    def files_of(spec: str) -> list[str]:
-        nonlocal builtin
-        if spec.startswith("builtin:"):
-            builtin = builtin or build_builtin_corpus()
-            key = spec.split(":", 1)[1]
-            if key not in ("train", "heldout"):
-                raise ConfigError(f"unknown built-in corpus part '{spec}' (use builtin:train or builtin:heldout)")
-            return list(builtin["train_files"] if key == "train" else builtin["heldout_files"])
-        return resolve_files(spec)
-
-    train_files = files_of(cfg.train_files)
-    heldout = files_of(cfg.heldout_files) if cfg.heldout_files else []
-    if cfg.vocab == "builtin":
-        builtin = builtin or build_builtin_corpus()
-        vocab_path = builtin["vocab_file"]
-    else:
-        vocab_path = cfg.vocab
-    vocab = Vocabulary.from_file(vocab_path)
-    if cfg.n_negative_samples and cfg.n_negative_samples >= len(vocab):
-        raise ConfigError(f"config key 'n_negative_samples' ({cfg.n_negative_samples}) must be smaller than "
-                          f"the vocabulary ({len(vocab)} words in {vocab_path})")
-    return train_files, heldout, vocab
+#: Batches whose sizes are scanned before step 1 to compile their buckets ahead of time.
+PRESCAN_BATCHES = 200
+#: Validation warnings: validation perplexity above this multiple of the training perplexity, or
+#: one direction's above this multiple of the other's.
+WARN_VAL_OVER_TRAIN = 3.0
+WARN_DIRECTION_RATIO = 5.0
 
 
-def make_batcher(files: list[str], vocab, cfg: TrainConfig, *, train: bool, rows: int, row_start: int,
-                 row_count: int, unroll_steps: int):
-    from ..data import Batcher
-
-    return Batcher(files, vocab, global_batch_size=rows, unroll_steps=unroll_steps, row_start=row_start,
-                   row_count=row_count, seed=cfg.seed, train=train, streaming=cfg.streaming,
-                   max_characters_per_token=cfg.model.max_characters_per_token)
+def make_batcher(files: list[str], vocab, cfg: TrainConfig, *, train: bool, rows: int,
+                 unroll_steps: int) -> Batcher:
+    """A batcher of ALL `rows` global rows (every host computes every host's sizes; see batching.py)."""
+    return Batcher(files, vocab, global_batch_size=rows, unroll_steps=unroll_steps, seed=cfg.seed, train=train,
+                   streaming=cfg.streaming, max_characters_per_token=cfg.model.max_characters_per_token)
 
 
-# --------------------------------------------------------------------------- helpers
-def _meta(cfg: TrainConfig, vocab_size: int) -> dict:
-    return {"model": cfg.model.to_dict(), "vocab_size": vocab_size, "batch_size": cfg.batch_size}
-
-
-def _check_compatible(meta: dict, cfg: TrainConfig, vocab_size: int, where: str) -> None:
-    from ..options import ModelOptions
-
-    saved = ModelOptions.from_dict(meta.get("model", {}), source=where).for_training()
-    if saved != cfg.model.for_training() or meta.get("vocab_size") != vocab_size:
-        raise CheckpointError(
-            "checkpoint is from a different model shape "
-            f"(checkpoint: {json.dumps(meta.get('model', {}).get('lstm'))}, vocab {meta.get('vocab_size')}; "
-            f"config: {json.dumps(cfg.model.to_dict()['lstm'])}, vocab {vocab_size}); "
-            "use another --run-dir or the matching config", where)
-
-
-class MetricsLog:
-    """Append-only JSONL metrics (process 0 only)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.enabled = jax.process_index() == 0
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+def step_inputs(batcher: Batcher, cfg: TrainConfig, rows: int) -> StepInputs:
+    return StepInputs(batcher.input_chars, max(w for w, _ in cfg.model.filters), global_rows=rows,
+                      n_hosts=jax.process_count(), host_index=jax.process_index(),
+                      n_local_devices=jax.local_device_count())
 
 
 def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
@@ -118,39 +80,165 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     return max(1, math.ceil(cfg.n_epochs * steps_per_epoch))
 
 
-# --------------------------------------------------------------------------- evaluation
-def evaluate(cfg: TrainConfig, params: Any, files: list[str], vocab, mesh, *, max_batches: Optional[int],
-             batch_size: Optional[int] = None, unroll_steps: Optional[int] = None) -> dict:
-    """Full-softmax perplexity of the forward LM, the backward LM and their geometric mean
-    (exp of the mean of the two mean losses, as bilm-tf reports)."""
-    from ..modules.lstm import zero_state
+def abstract_batch(bucket: Bucket, rows: int, unroll: int, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """Global shapes and shardings of a step's batch for a size bucket (AOT compilation)."""
+    n_hosts = jax.process_count()
 
-    rows = batch_size or min(cfg.batch_size, 64)
-    rows = max(jax.device_count(), rows - rows % jax.device_count())
-    unroll = unroll_steps or cfg.unroll_steps
-    start, count = shd.host_rows(rows)
-    batcher = make_batcher(files, vocab, cfg, train=False, rows=rows, row_start=start, row_count=count,
-                           unroll_steps=unroll)
-    eval_step = jax.jit(make_eval_step(cfg, len(vocab)))
-    lstm_state = jax.device_put(zero_state(cfg.model, rows), shd.batch_sharding(mesh, 4, axis=2))
-    sums, counts = np.zeros(2), np.zeros(2)
-    for i, batch in enumerate(batcher):
-        if max_batches is not None and i >= max_batches:
-            break
-        batch = prepare_batch(batch, max(w for w, _ in cfg.model.filters))
-        s, c, lstm_state = eval_step(params, shd.global_batch(batch, mesh), lstm_state)
-        sums += np.asarray(s, np.float64)
-        counts += np.asarray(c, np.float64)
-    means = sums / np.maximum(counts, 1)
-    return {"val_perplexity": float(np.exp(means.mean())), "val_perplexity_fwd": float(np.exp(means[0])),
-            "val_perplexity_bwd": float(np.exp(means[1])), "val_tokens": int(counts[0])}
+    def spec(shape, dtype, axis=0):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(mesh, len(shape), axis))
+
+    out = {"unique_chars": spec((bucket.rows * n_hosts, bucket.chars), jnp.int32),
+           "token_index": spec((2, rows, unroll), jnp.int32, axis=1),
+           "stop": spec((jax.device_count(),), jnp.float32)}
+    for d in ("fwd", "bwd"):
+        out[f"targets_{d}"] = spec((rows, unroll), jnp.int32)
+        out[f"weights_{d}"] = spec((rows, unroll), jnp.float32)
+    return out
+
+
+def abstract_negatives(n_sampled: int, mesh) -> Optional[dict]:
+    if not n_sampled:
+        return None
+    rep = shd.replicated(mesh)
+    return {"ids": jax.ShapeDtypeStruct((2, n_sampled), jnp.int32, sharding=rep),
+            "num_tries": jax.ShapeDtypeStruct((2,), jnp.int32, sharding=rep)}
+
+
+def draw_negatives(sampler: Optional[LogUniformSampler], seed: int, step: int) -> Optional[dict]:
+    """One independent negative set per direction (bilm-tf samples in each direction's loss), the
+    same on every host: seeded by (seed, step, direction)."""
+    if sampler is None:
+        return None
+    ids, tries = zip(*(sampler.sample(np.random.default_rng([seed, step, d])) for d in range(2)))
+    return {"ids": np.stack(ids).astype(np.int32), "num_tries": np.asarray(tries, np.int32)}
+
+
+class CompiledSteps:
+    """The train step compiled once per size bucket (ahead of time), with explicit shardings and
+    the old state donated. `compiles` counts compilations per bucket."""
+
+    def __init__(self, cfg: TrainConfig, vocab_size: int, state_sh, abstract_state, mesh, quiet: bool = False):
+        self.jitted = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0,
+                              out_shardings=(state_sh, shd.replicated(mesh)))
+        self.abstract_state = abstract_state
+        self.cfg, self.mesh, self.quiet = cfg, mesh, quiet
+        self.programs: dict[Bucket, Any] = {}
+        self.compiles: dict[Bucket, int] = {}
+
+    def get(self, bucket: Bucket):
+        program = self.programs.get(bucket)
+        if program is None:
+            t0 = time.perf_counter()
+            lowered = self.jitted.lower(self.abstract_state,
+                                        abstract_batch(bucket, self.cfg.batch_size, self.cfg.unroll_steps, self.mesh),
+                                        abstract_negatives(self.cfg.n_negative_samples, self.mesh))
+            program = lowered.compile()
+            self.programs[bucket] = program
+            self.compiles[bucket] = self.compiles.get(bucket, 0) + 1
+            if not self.quiet and jax.process_index() == 0:
+                print(f"elmo-jax: compiled the train step for {bucket.rows} distinct words x {bucket.chars} chars "
+                      f"in {time.perf_counter() - t0:.1f} s; {_memory_line(program)}", file=sys.stderr)
+        return program
+
+
+def _memory_line(compiled) -> str:
+    try:
+        m = compiled.memory_analysis()
+        mib = lambda b: f"{b / 2 ** 20:.0f} MiB"  # noqa: E731
+        return (f"memory: arguments {mib(m.argument_size_in_bytes)}, outputs {mib(m.output_size_in_bytes)}, "
+                f"temporaries {mib(m.temp_size_in_bytes)}")
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return "memory: not reported by this backend"
+
+
+def prescan_buckets(batcher: Batcher, inputs: StepInputs, n: int) -> list[Bucket]:
+    """The size buckets of the next `n` batches (integer work only), leaving the batcher where it was."""
+    saved = batcher.state()
+    seen: set[Bucket] = set()
+    try:
+        for _ in range(n):
+            try:
+                seen.add(inputs.bucket(next(batcher)))
+            except StopIteration:
+                break
+    finally:
+        batcher.restore(saved)
+    return sorted(seen)
+
+
+def host_steps(batcher: Batcher, inputs: StepInputs, sampler, seed: int, first_step: int) -> Iterator[tuple]:
+    """Prefetch-thread work: (step, this host's arrays, negatives, bucket, data position after it)."""
+    step = first_step
+    for batch, data_state in batcher.iter_with_state():
+        step += 1
+        local, bucket = inputs(batch)
+        yield step, local, draw_negatives(sampler, seed, step), bucket, data_state
+
+
+def to_global(local: dict[str, np.ndarray], stop: bool, mesh) -> dict[str, jax.Array]:
+    """This host's arrays (+ its stop flag, one per local device) -> global arrays over 'data'."""
+    local = dict(local, stop=np.full((jax.local_device_count(),), float(stop), np.float32))
+    return shd.global_batch(local, mesh)
+
+
+# --------------------------------------------------------------------------- evaluation
+class Evaluator:
+    """Full-softmax perplexity of the forward LM, the backward LM and their geometric mean (exp of
+    the mean of the two mean losses, as bilm-tf reports). Built once per run: the heldout files are
+    read once and the evaluation step is compiled once per size bucket, then reused."""
+
+    def __init__(self, cfg: TrainConfig, files: list[str], vocab, mesh, *, max_batches: Optional[int],
+                 batch_size: Optional[int] = None, unroll_steps: Optional[int] = None):
+        rows = batch_size or min(cfg.batch_size, 64)
+        self.rows = max(jax.device_count(), rows - rows % jax.device_count())
+        self.unroll = unroll_steps or cfg.unroll_steps
+        self.batcher = make_batcher(files, vocab, cfg, train=False, rows=self.rows, unroll_steps=self.unroll)
+        self.start = self.batcher.state()
+        self.inputs = step_inputs(self.batcher, cfg, self.rows)
+        self.step = jax.jit(make_eval_step(cfg, len(vocab)))
+        self.max_batches = max_batches
+        self.mesh, self.cfg = mesh, cfg
+
+    def __call__(self, params: Any) -> dict:
+        self.batcher.restore(self.start)
+        lstm_state = jax.device_put(zero_state(self.cfg.model, self.rows), shd.batch_sharding(self.mesh, 4, axis=2))
+        sums, counts = np.zeros(2), np.zeros(2)
+        for i, batch in enumerate(self.batcher):
+            if self.max_batches is not None and i >= self.max_batches:
+                break
+            local, _ = self.inputs(batch)
+            s, c, lstm_state = self.step(params, shd.global_batch(local, self.mesh), lstm_state)
+            sums += np.asarray(s, np.float64)
+            counts += np.asarray(c, np.float64)
+        means = sums / np.maximum(counts, 1)
+        return {"val_perplexity": float(np.exp(means.mean())), "val_perplexity_fwd": float(np.exp(means[0])),
+                "val_perplexity_bwd": float(np.exp(means[1])), "val_tokens": int(counts[0])}
+
+
+def validation_warnings(val: dict, train_perplexity: Optional[float], previous: Optional[float]) -> list[str]:
+    """Signs that the model is broken although its training loss may look sane (a sampled
+    softmax can hide a ruined full-softmax LM)."""
+    out = []
+    vp, fwd, bwd = val["val_perplexity"], val["val_perplexity_fwd"], val["val_perplexity_bwd"]
+    if not math.isfinite(vp):
+        return [f"validation perplexity is not finite ({vp})"]
+    if train_perplexity is not None and math.isfinite(train_perplexity) and vp > WARN_VAL_OVER_TRAIN * train_perplexity:
+        out.append(f"validation perplexity {vp:.1f} is {vp / train_perplexity:.1f}x the training perplexity "
+                   f"{train_perplexity:.1f}")
+    if max(fwd, bwd) > WARN_DIRECTION_RATIO * min(fwd, bwd):
+        out.append(f"the {'forward' if fwd > bwd else 'backward'} LM is far worse than the other "
+                   f"(validation perplexity forward {fwd:.1f}, backward {bwd:.1f})")
+    if previous is not None and vp > previous * 1.05:
+        out.append(f"validation perplexity rose from {previous:.1f} to {vp:.1f}")
+    return out
 
 
 # --------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progress: bool = True,
           return_params: bool = False) -> dict:
-    """Pretrain (or continue) a biLM in `run_dir`; returns the last logged metrics (and, with
-    `return_params`, the final params as NumPy arrays under 'params')."""
+    """Pretrain (or continue) a biLM in `run_dir`; returns the last logged metrics (plus
+    'compiles': {bucket: count}, 'preempted': bool and, with `return_params`, the final params
+    as NumPy arrays under 'params')."""
     cfg = cfg.replace(model=cfg.model.for_training())
     train_files, heldout_files, vocab = resolve_data(cfg)
     vocab_size = len(vocab)
@@ -159,111 +247,168 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) must be divisible by the "
                           f"{jax.device_count()} devices")
     os.makedirs(run_dir, exist_ok=True)
-    ckpts = Checkpoints(os.path.join(run_dir, "checkpoints"), keep=cfg.keep_checkpoints)
-    latest = ckpts.latest_step()
-    if latest is not None:
+    with RunLock(run_dir, enabled=jax.process_index() == 0), PreemptionGuard() as guard:
+        ckpts = Checkpoints(os.path.join(run_dir, CHECKPOINT_DIR), keep=cfg.keep_checkpoints)
+        try:
+            return _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_files, vocab,
+                          mesh, ckpts, guard)
+        finally:
+            ckpts.close()
+
+
+def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_files, vocab, mesh, ckpts,
+           guard) -> dict:
+    vocab_size = len(vocab)
+
+    def check(meta, where):
+        check_compatible(meta, cfg, vocab_size, where)
+
+    if ckpts.all_steps():
         if resume is False:
             raise CheckpointError("the run directory already holds checkpoints; pass --resume or use "
                                   "another --run-dir (nothing was overwritten)", run_dir)
-        _check_compatible(ckpts.read_meta(latest), cfg, vocab_size, os.path.join(ckpts.directory, str(latest)))
+        step0, meta0 = ckpts.latest_readable_meta()
+        check(meta0, ckpts.step_dir(step0))
     if jax.process_index() == 0:
         cfg.to_json(os.path.join(run_dir, CONFIG_FILE))
 
-    # ---- state: init, or restore the latest complete checkpoint
+    # ---- data, then state: init, or restore the latest readable checkpoint
+    batcher = make_batcher(train_files, vocab, cfg, train=True, rows=cfg.batch_size, unroll_steps=cfg.unroll_steps)
+    inputs = step_inputs(batcher, cfg, cfg.batch_size)
+    evaluator = (Evaluator(cfg, heldout_files, vocab, mesh, max_batches=cfg.eval_batches)
+                 if heldout_files else None)
     key = jax.random.key(cfg.seed)
     abstract = jax.eval_shape(lambda k: init_state(cfg, vocab_size, k), key)
     shard_softmax = shd.should_shard_softmax(cfg.shard_softmax, vocab_size, cfg.model.projection_dim, mesh)
     state_sh = shd.state_shardings(abstract, mesh, shard_softmax, vocab_size)
-    start_row, n_rows = shd.host_rows(cfg.batch_size)
-    batcher = make_batcher(train_files, vocab, cfg, train=True, rows=cfg.batch_size, row_start=start_row,
-                           row_count=n_rows, unroll_steps=cfg.unroll_steps)
-    if latest is not None:
-        data_abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
-                                               batcher.state())
-        state, data_state, _ = ckpts.restore(latest, abstract_tree(abstract, state_sh), data_abstract)
-        batcher.restore(jax.tree_util.tree_map(np.asarray, data_state))
-        print(f"elmo-jax: resumed from step {latest} in {ckpts.directory}", file=sys.stderr)
+    restored = None
+    if ckpts.all_steps():
+        data_abs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                                          batcher.state())
+        restored = ckpts.restore_latest(abstract_tree(abstract, state_sh), data_abs, check=check)
+    if restored is not None:
+        state = restored.state
+        batcher.restore(jax.tree_util.tree_map(np.asarray, restored.data))
+        print(f"elmo-jax: resumed from step {restored.step} in {ckpts.directory}", file=sys.stderr)
     else:
         state = jax.jit(lambda k: init_state(cfg, vocab_size, k), out_shardings=state_sh)(key)
         if cfg.init_from:
             state = _load_initial_weights(state, cfg, vocab, state_sh)
 
-    # ---- compile once, explicit shardings, donate the old state
-    negatives_sh = shd.replicated(mesh)
-    step_fn = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0,
-                      in_shardings=(state_sh, None, negatives_sh), out_shardings=(state_sh, shd.replicated(mesh)))
-    sampler = LogUniformSampler(vocab_size, cfg.n_negative_samples) if cfg.n_negative_samples else None
-    steps = total_steps(cfg, batcher.steps_per_epoch)
-    log = MetricsLog(os.path.join(run_dir, METRICS_FILE))
     first = int(state["step"])
-    from tqdm import tqdm
+    steps = total_steps(cfg, batcher.steps_per_epoch)
 
+    # ---- compile ahead of time: every bucket of the next batches
+    programs = CompiledSteps(cfg, vocab_size, state_sh, abstract_tree(abstract, state_sh), mesh)
+    for bucket in prescan_buckets(batcher, inputs, min(PRESCAN_BATCHES, max(steps - first, 0))):
+        programs.get(bucket)
+
+    sampler = LogUniformSampler(vocab_size, cfg.n_negative_samples) if cfg.n_negative_samples else None
+    writer = MetricsWriter(os.path.join(run_dir, METRICS_FILE), os.path.join(run_dir, TENSORBOARD_DIR),
+                           purge_step=first + 1 if restored is not None else None)
     bar = tqdm(total=steps, initial=first, unit="step", disable=not progress or jax.process_index() != 0,
                file=sys.stderr, dynamic_ncols=True)
+    interval = IntervalMeans()
+    tokens_per_step = cfg.batch_size * cfg.unroll_steps
     last: dict = {}
-    pending = None  # (step, metrics on device, time dispatched)
-    positions_per_step = cfg.batch_size * cfg.unroll_steps * 2
-    t_last, step_at_t = time.perf_counter(), first
-    stream = batcher.prefetch(depth=4)  # its state() follows what the loop consumed
-    max_width = max(w for w, _ in cfg.model.filters)
+    pending = None  # (step, metrics on device): the step in flight
+    clock = {"t": time.perf_counter(), "step": first}
+    prev_val: Optional[float] = None
+    stop_at: Optional[int] = None
+    stream = Prefetcher(host_steps(batcher, inputs, sampler, cfg.seed, first), depth=4)
 
-    def drain(pending_item, defer: bool = False) -> Optional[dict]:
-        """Read a step's metrics; log them (or, with `defer`, return the record for the caller to
-        complete with validation numbers and write)."""
-        nonlocal last, t_last, step_at_t
-        step_no, metrics = pending_item
+    def drain(item) -> dict:
+        """Read a finished step's metrics; stop on a non-finite loss; log at interval ends."""
+        step_no, metrics = item
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(values["loss"]):
-            raise ElmoError(f"non-finite loss at step {step_no} (loss {values['loss']}); lower the learning "
-                            f"rate or check the data; the last checkpoint is kept", run_dir)
+        if not all(math.isfinite(values[k]) for k in ("loss", "grad_norm", "param_norm")):
+            ckpts.wait()
+            raise ElmoError(f"non-finite loss at step {step_no} (loss {values['loss']}, gradient norm "
+                            f"{values['grad_norm']}, parameter norm {values['param_norm']}); the last good "
+                            f"checkpoint is {ckpts.describe_latest()}; lower the learning rate or check the data, "
+                            "then continue with --resume", run_dir)
+        interval.add({"loss_fwd": values["loss_fwd"] * values["tokens"], "loss_bwd": values["loss_bwd"] * values["tokens"]},
+                     {"loss_fwd": values["tokens"], "loss_bwd": values["tokens"]})
+        interval.add_scalar("grad_norm", values["grad_norm"])
+        interval.step_done()
+        values["step"] = step_no
+        bar.set_postfix(loss=f"{values['loss']:.3f}", ppl=f"{math.exp(min(values['loss'], 50)):.1f}")
+        return values
+
+    def log_interval(step_no: int, values: dict) -> dict:
         now = time.perf_counter()
-        rate = positions_per_step * (step_no - step_at_t) / max(now - t_last, 1e-9)
-        values.update(step=step_no, perplexity=float(np.exp(values["loss"])), positions_per_s=rate)
-        bar.set_postfix(loss=f"{values['loss']:.3f}", ppl=f"{values['perplexity']:.1f}", pos_s=f"{rate:.0f}")
-        last = values
-        if step_no % cfg.log_every == 0 or step_no == steps or defer:
-            t_last, step_at_t = now, step_no
-            if defer:
-                return values
-            log.write(values)
-        return None
+        rate = tokens_per_step * (step_no - clock["step"]) / max(now - clock["t"], 1e-9)
+        clock.update(t=now, step=step_no)
+        means = interval.means()
+        loss = 0.5 * (means["loss_fwd"] + means["loss_bwd"])
+        return {"step": step_no, "loss": loss, "loss_fwd": means["loss_fwd"], "loss_bwd": means["loss_bwd"],
+                "perplexity": float(math.exp(min(loss, 700))), "grad_norm": means["grad_norm"],
+                "param_norm": values["param_norm"], "tokens_per_s": rate, "interval_steps": means["steps"]}
 
     try:
-        for step_no in range(first + 1, steps + 1):
-            batch = shd.global_batch(prepare_batch(next(stream), max_width), mesh)
-            negatives = None
-            if sampler is not None:
-                ids, tries = sampler.sample(np.random.default_rng([cfg.seed, step_no]))
-                negatives = {"ids": jnp.asarray(ids, jnp.int32), "num_tries": jnp.asarray(tries, jnp.int32)}
-            state, metrics = step_fn(state, batch, negatives)
-            if pending is not None:
-                drain(pending)  # lag-1: the previous step's metrics, while this step runs
+        for step_no, local, negatives, bucket, data_state in stream:
+            if step_no > steps:
+                break
+            program = programs.get(bucket)
+            batch = to_global(local, guard.requested, mesh)
+            negs = None if negatives is None else jax.device_put(negatives, shd.replicated(mesh))
+            state, metrics = program(state, batch, negs)
+            if pending is not None:  # lag-1: the previous step's metrics, while this step runs
+                values = drain(pending)
+                if values["stop"] > 0:
+                    stop_at = step_no  # every host reads the same max: the same decision everywhere
+                elif values["step"] % cfg.log_every == 0:
+                    last = log_interval(values["step"], values)
+                    writer.write(last)
             pending = (step_no, metrics)
             bar.update(1)
-            periodic = bool(cfg.eval_every) and step_no % cfg.eval_every == 0
-            eval_now = bool(heldout_files) and (periodic or step_no == steps)
-            if step_no % cfg.checkpoint_every == 0 or step_no == steps or eval_now:
-                record = drain(pending, defer=eval_now)
+            periodic_eval = bool(cfg.eval_every) and step_no % cfg.eval_every == 0
+            eval_now = evaluator is not None and (periodic_eval or step_no == steps)
+            if stop_at is not None or eval_now or step_no % cfg.checkpoint_every == 0 or step_no == steps:
+                values = drain(pending)
                 pending = None
-                if eval_now:  # validation numbers go into the same metrics record
-                    val = evaluate(cfg, state["params"], heldout_files, vocab, mesh, max_batches=cfg.eval_batches)
-                    last.update(val)
-                    log.write({**record, **val})
-            if step_no % cfg.checkpoint_every == 0 or step_no == steps:
-                ckpts.save(step_no, state, stream.state(), _meta(cfg, vocab_size), force=True)
+                if values["stop"] > 0 and stop_at is None:
+                    stop_at = step_no
+                record = log_interval(step_no, values)
+                if eval_now and stop_at is None:
+                    t_eval = time.perf_counter()
+                    val = evaluator(state["params"])
+                    record.update(val)
+                    warnings = validation_warnings(val, record["perplexity"], prev_val)
+                    prev_val = val["val_perplexity"]
+                    for w in warnings:
+                        print(f"elmo-jax: WARNING at step {step_no}: {w}: the model may be broken even if the "
+                              "training loss looks fine (check the softmax setting and learning rate)",
+                              file=sys.stderr)
+                    if warnings:
+                        record["warnings"] = warnings
+                    clock["t"] += time.perf_counter() - t_eval  # validation time is not training time
+                last = record
+                writer.write(record)
+                writer.flush()
+                if stop_at is not None or step_no % cfg.checkpoint_every == 0 or step_no == steps:
+                    ckpts.save(step_no, state, data_state, checkpoint_meta(cfg, len(vocab)), force=True)
+            if stop_at is not None:
+                ckpts.wait()
+                print(f"elmo-jax: stopped by {guard.signal_name or 'a signal on another host'} at step {step_no}; "
+                      f"saved {ckpts.step_dir(step_no)}; continue with --resume", file=sys.stderr)
+                break
+            if step_no == steps:
+                break
         if pending is not None:
             drain(pending)
-        if heldout_files and first >= steps:  # nothing left to train: report validation only
-            val = evaluate(cfg, state["params"], heldout_files, vocab, mesh, max_batches=cfg.eval_batches)
+        if evaluator is not None and first >= steps:  # nothing left to train: report validation only
+            val = evaluator(state["params"])
             last.update(val)
-            log.write({"step": int(state["step"]), **val})
+            writer.write({"step": int(state["step"]), **val})
+        ckpts.wait()
     finally:
         stream.close()
         bar.close()
-        ckpts.close()
+        writer.close()
+    last["compiles"] = {f"{b.rows}x{b.chars}": n for b, n in programs.compiles.items()}
+    last["preempted"] = stop_at is not None
     if return_params:
-        from jax.experimental import multihost_utils
-
         last["params"] = jax.tree_util.tree_map(
             np.asarray, multihost_utils.process_allgather(state["params"], tiled=True))
     return last
@@ -276,10 +421,8 @@ def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dic
       this config's text; the model shape and vocabulary size must match; or
     - an export / bilm-tf directory (options.json + weights.hdf5): the biLM weights; the softmax is
       taken from its params.npz when its vocab.txt equals this run's vocabulary, else new."""
-    from ..weights import load_model
-
     src = cfg.init_from
-    if os.path.exists(os.path.join(src, CONFIG_FILE)) and os.path.isdir(os.path.join(src, "checkpoints")):
+    if os.path.exists(os.path.join(src, CONFIG_FILE)) and os.path.isdir(os.path.join(src, CHECKPOINT_DIR)):
         return _restart_from_run(state, cfg, len(vocab), state_sh, src)
     options_file, weight_file = os.path.join(src, "options.json"), os.path.join(src, "weights.hdf5")
     options, bilm, _ = load_model(options_file, weight_file)
@@ -291,37 +434,30 @@ def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dic
     npz = os.path.join(src, "params.npz")
     vocab_file = os.path.join(src, "vocab.txt")
     if os.path.exists(npz) and os.path.exists(vocab_file):
-        from ..vocab import Vocabulary
-        from ..weights import import_npz
-
         if Vocabulary.from_file(vocab_file).words == vocab.words:
             _, _, extra = import_npz(npz, options)
             if "softmax" in extra:
                 params["softmax"] = {"W": extra["softmax"]["W"], "b": extra["softmax"]["b"]}
     params = jax.tree_util.tree_map(lambda x, s: jax.device_put(jnp.asarray(x, jnp.float32), s),
                                     params, state_sh["params"])
-    from .step import make_optimizer
-
     opt_state = jax.jit(make_optimizer(cfg).init, out_shardings=state_sh["opt_state"])(params)
     return {**state, "params": params, "opt_state": opt_state}
 
 
 def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, src: str) -> dict:
-    ckpts = Checkpoints(os.path.join(src, "checkpoints"), async_save=False)
+    ckpts = Checkpoints(os.path.join(src, CHECKPOINT_DIR), async_save=False)
     try:
         step = ckpts.latest_step()
         if step is None:
             raise CheckpointError("init_from run directory has no complete checkpoint", src)
-        _check_compatible(ckpts.read_meta(step), cfg, vocab_size, os.path.join(ckpts.directory, str(step)))
-        from .export import _data_abstract
-
+        check_compatible(ckpts.read_meta(step), cfg, vocab_size, ckpts.step_dir(step))
         abstract = abstract_tree(state, state_sh)
         saved_rows = ckpts.read_meta(step).get("batch_size", cfg.batch_size)
         if saved_rows != cfg.batch_size:  # the carried LSTM state is not reused: restore any row count
             abstract["lstm_state"] = jax.tree_util.tree_map(
                 lambda x: jax.ShapeDtypeStruct(x.shape[:2] + (saved_rows,) + x.shape[3:], x.dtype), state["lstm_state"])
         try:
-            restored, _, _ = ckpts.restore(step, abstract, _data_abstract(ckpts, step))
+            restored, _, _ = ckpts.restore(step, abstract, data_abstract(ckpts, step))
         except CheckpointError as e:
             raise CheckpointError(f"{e.detail} (restarting from a run needs the same optimizer settings: "
                                   "optimizer, clip_norm)", e.path)
@@ -333,16 +469,13 @@ def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, 
 def run_perplexity(run_dir: str, files: str, *, step: Optional[int] = None, batch_size: int = 64,
                    unroll_steps: int = 20, max_batches: Optional[int] = None) -> dict:
     """`elmo-jax perplexity`: full-softmax perplexity of a run's checkpoint on `files` (a glob)."""
-    from ..vocab import Vocabulary, resolve_files
-    from .export import load_run_params
-
     cfg, params, step, _ = load_run_params(run_dir, step)
     vocab = Vocabulary.from_file(resolve_vocab_path(cfg))
     file_list = resolve_files(files)
     mesh = shd.make_mesh()
     params = jax.device_put(params, shd.replicated(mesh))
-    result = evaluate(cfg, params, file_list, vocab, mesh, max_batches=max_batches, batch_size=batch_size,
-                      unroll_steps=unroll_steps)
+    result = Evaluator(cfg, file_list, vocab, mesh, max_batches=max_batches, batch_size=batch_size,
+                       unroll_steps=unroll_steps)(params)
     return {"step": step, "files": len(file_list), "perplexity_forward": result["val_perplexity_fwd"],
             "perplexity_backward": result["val_perplexity_bwd"],
             "perplexity_average": result["val_perplexity"],

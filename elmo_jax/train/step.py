@@ -8,6 +8,11 @@ The data position is saved beside it (see `checkpoint.py`).
 Loss (bilm-tf): 0.5 * (forward mean loss + backward mean loss); the gradient is that of
 `loss * unroll_steps` (the scale bilm-tf's Adagrad learning rate 0.2 was tuned for). Steps return
 sums and counts, so perplexity is exact across devices and eval batches.
+
+Sampled softmax: bilm-tf calls `tf.nn.sampled_softmax_loss` once per direction, and each call runs
+its own candidate sampler, so the forward and backward LMs get INDEPENDENT negative sets in a step.
+`train_step` does the same: negatives {'ids' [2, S], 'num_tries' [2]}, one set per direction, drawn
+on the host (`loop.draw_negatives`, TF's exact sampler).
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ State = dict[str, Any]
 
 def make_model(cfg: TrainConfig, vocab_size: int) -> LanguageModel:
     dtype = jnp.bfloat16 if cfg.precision == "bfloat16" else jnp.float32
-    return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat)
+    return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat,
+                         hoist_input=cfg.hoist_input, fused_backward=cfg.fused_backward)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -73,7 +79,7 @@ def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state:
             chunk = 256 if vocab_size > 100_000 else None
             s, c = full_softmax_loss(hidden, targets, weights, w, b, chunk_size=chunk, precision=None)
         else:
-            ids, tries = negatives["ids"], negatives["num_tries"]
+            ids, tries = negatives["ids"][d], negatives["num_tries"][d]  # this direction's own set
             n_sampled = ids.shape[0]
             s, c = sampled_softmax_loss(
                 hidden, targets, weights, w, b, ids,
@@ -86,7 +92,7 @@ def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state:
 
 def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
     """`train_step(state, batch, negatives) -> (state, metrics)`; `negatives` is None for the full
-    softmax or {'ids': int32 [S], 'num_tries': int32 []} drawn on the host for this step."""
+    softmax, or {'ids': int32 [2, S], 'num_tries': int32 [2]}: one set per direction (bilm-tf)."""
     model = make_model(cfg, vocab_size)
     tx = make_optimizer(cfg)
     unroll = cfg.unroll_steps
@@ -110,10 +116,14 @@ def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
             "params": params,
             "opt_state": opt_state,
             "rng": state["rng"],
-            "lstm_state": jax.tree_util.tree_map(jax.lax.stop_gradient, new_lstm),
+            # the carry is stored in float32 whatever the compute dtype: the state keeps one type
+            "lstm_state": jax.tree_util.tree_map(lambda new, old: jax.lax.stop_gradient(new).astype(old.dtype),
+                                                 new_lstm, state["lstm_state"]),
         }
         metrics = {"loss": loss, "loss_fwd": means[0], "loss_bwd": means[1], "tokens": counts[0],
                    "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
+        # every host's preemption flag (one per device) -> the max, identical on every host
+        metrics["stop"] = jnp.max(batch["stop"]) if "stop" in batch else jnp.zeros((), jnp.float32)
         return new_state, metrics
 
     return train_step
@@ -125,7 +135,8 @@ def make_eval_step(cfg: TrainConfig, vocab_size: int) -> Callable:
     model = make_model(cfg, vocab_size)
 
     def eval_step(params, batch, lstm_state):
-        return direction_losses(model, params, batch, lstm_state, deterministic=True, rng=None,
-                                negatives=None, vocab_size=vocab_size)
+        sums, counts, new_state = direction_losses(model, params, batch, lstm_state, deterministic=True, rng=None,
+                                                   negatives=None, vocab_size=vocab_size)
+        return sums, counts, jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), new_state, lstm_state)
 
     return eval_step

@@ -1,0 +1,36 @@
+"""Process set-up shared by every command: the persistent XLA compile cache and multi-host
+`jax.distributed` initialisation (flags or ELMO_JAX_* environment variables)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import jax
+
+from .errors import ElmoError
+
+
+def enable_compilation_cache() -> None:
+    """Persist XLA programs across runs (`$ELMO_JAX_CACHE_DIR`, default ~/.cache/elmo-jax/xla), so
+    repeated runs skip compiling."""
+    cache_dir = os.environ.get("ELMO_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "elmo-jax", "xla"))
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except Exception:  # noqa: BLE001 - a read-only home directory must not stop the command
+        pass
+
+
+def init_distributed(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
+                     process_id: Optional[int] = None) -> None:
+    """Multi-host: `jax.distributed.initialize` from arguments or the environment (before any jax op)."""
+    coordinator = coordinator or os.environ.get("ELMO_JAX_COORDINATOR")
+    n_proc = num_processes or os.environ.get("ELMO_JAX_NUM_PROCESSES")
+    proc_id = process_id if process_id is not None else os.environ.get("ELMO_JAX_PROCESS_ID")
+    if coordinator or n_proc:
+        if not (coordinator and n_proc and proc_id is not None):
+            raise ElmoError("multi-host needs --coordinator, --num-processes and --process-id "
+                            "(or ELMO_JAX_COORDINATOR, ELMO_JAX_NUM_PROCESSES, ELMO_JAX_PROCESS_ID)")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(n_proc),
+                                   process_id=int(proc_id))
