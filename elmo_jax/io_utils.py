@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from typing import Iterator
@@ -62,3 +63,21 @@ def read_lines(path: os.PathLike | str) -> Iterator[str]:
             except UnicodeDecodeError as e:
                 raise InputError(f"line {lineno} is not valid UTF-8 (byte offset {e.start} in the line)", path)
             yield line.rstrip("\r\n")
+
+
+def read_json_objects(path: os.PathLike | str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSON-lines file (a leading byte-order
+    mark is ignored). A line that is not valid JSON, or not a JSON object, is an `InputError`
+    naming the file and the line."""
+    for lineno, line in enumerate(read_lines(path), start=1):
+        if lineno == 1:
+            line = line.lstrip("\ufeff")
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})", path)
+        if not isinstance(obj, dict):
+            raise InputError(f"line {lineno}: expected a JSON object, got {type(obj).__name__}", path)
+        yield lineno, obj

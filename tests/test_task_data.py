@@ -88,7 +88,7 @@ def test_jsonl_list_text_int_label_and_blank_lines(tmp_path):
 
 
 @pytest.mark.parametrize("text, lineno, pattern", [
-    ('{"text": "a", "label": "x"}\n\n{"text": "b", "label": \n', 3, r"invalid JSON"),
+    ('{"text": "a", "label": "x"}\n\n{"text": "b", "label": \n', 3, r"not valid JSON"),
     ('{"text": "a", "label": "x"}\n[1, 2]\n', 2, r"expected a JSON object, got list"),
     ('{"txt": "a", "label": "x"}\n', 1, r"missing text field 'text'"),
     ('{"text": "a", "label": "x"}\n{"text": "b"}\n', 2, r"missing label field 'label'"),

@@ -9,6 +9,6 @@
 """
 from .config import TaskConfig
 from .loop import TaskPredictor, train_task
-from .models import ElmoClassifier, ElmoTagger
+from .models import ElmoClassifier, ElmoFeatures, ElmoTagger
 
-__all__ = ["ElmoClassifier", "ElmoTagger", "TaskConfig", "TaskPredictor", "train_task"]
+__all__ = ["ElmoClassifier", "ElmoFeatures", "ElmoTagger", "TaskConfig", "TaskPredictor", "train_task"]

@@ -20,13 +20,14 @@ import datasets
 import numpy as np
 
 from ..errors import InputError
-from ..io_utils import atomic_write_text, read_lines
+from ..io_utils import atomic_write_text, read_json_objects, read_lines
 
 CLASSIFICATION_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".txt": "tsv"}
 TEXT_FIELD_ALIAS = "sentence"
 DOCSTART = "-DOCSTART-"
 
-_STRINGS = datasets.List(datasets.Value("string"))
+# `datasets.List` is new in datasets 4.0; `Sequence` is its 3.x spelling (as in elmo_jax/data.py).
+_STRINGS = (getattr(datasets, "List", None) or datasets.Sequence)(datasets.Value("string"))
 _CONLL_SPLIT = re.compile(r"[ \t]+")
 
 
@@ -66,15 +67,7 @@ def _tokens(value: Any, lineno: int, path: str, lowercase: bool) -> list[str]:
 
 def _json_examples(path: str, text_field: str, label_field: str, require_labels: bool,
                    lowercase: bool) -> Iterator[tuple[list[str], str]]:
-    for lineno, line in _numbered_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"line {lineno}: invalid JSON ({e.msg} at column {e.colno})", path)
-        if not isinstance(obj, dict):
-            raise InputError(f"line {lineno}: expected a JSON object, got {type(obj).__name__}", path)
+    for lineno, obj in read_json_objects(path):
         key = text_field if text_field in obj else TEXT_FIELD_ALIAS if TEXT_FIELD_ALIAS in obj else None
         if key is None:
             raise InputError(f"line {lineno}: missing text field {text_field!r}", path)

@@ -12,8 +12,15 @@ flight. After each epoch the model is evaluated on the dev file: an improvement 
 `best/` (Orbax), and training stops after `patience` epochs without one. `checkpoints/` holds
 the last epoch's whole train state for `--resume`.
 
-Output directory: task_config.json, labels.json, options.json, [word_vectors.npz], metrics.jsonl,
-best/, checkpoints/, dev_report.{json,txt}, [test_report.{json,txt}].
+Output directory: task_config.json, labels.json, [tag_scheme.json], options.json, [word_vectors.npz],
+metrics.jsonl, best/, checkpoints/, dev_report.{json,txt}, [test_report.{json,txt}].
+
+Tag schemes: a tagger whose training file is IOB1 trains on the same entities in IOB2 (labels.json
+lists the IOB2 tags, so that the CRF constraints know where an entity starts), and
+tag_scheme.json records the training file's scheme. Predictions go out in the scheme of the file
+they are for (read from its tags; the training file's scheme when they tell nothing), and
+evaluation compares them with the file's own tags. A model directory without tag_scheme.json
+(written before) converts nothing.
 """
 from __future__ import annotations
 
@@ -40,11 +47,13 @@ from ..train.checkpoint import CheckpointError, Checkpoints, abstract_tree
 from .config import TaskConfig
 from .inputs import TaskInputs, epoch_order
 from .metrics import classification_report, format_report, span_f1
-from .models import ElmoClassifier, ElmoTagger
+from .models import ElmoClassifier, ElmoFeatures, ElmoTagger
+from .tags import SCHEMES, convert_all, convertible, detect_scheme, internal_scheme
 from .vectors import WordVectors
 
 CONFIG_FILE = "task_config.json"
 LABELS_FILE = "labels.json"
+SCHEME_FILE = "tag_scheme.json"  # tag: {"scheme": the training file's, "labels": that of labels.json}
 OPTIONS_FILE = "options.json"
 VECTORS_FILE = "word_vectors.npz"
 METRICS_FILE = "metrics.jsonl"
@@ -58,11 +67,13 @@ class TaskData:
     path: str
     tokens: list[list[str]]
     labels: Optional[list]  # None when the file has no labels
+    scheme: Optional[str] = None  # tag: IOB1 | IOB2 | BIOES of `labels` (None: no labels, or no entity)
 
 
 def read_task_file(cfg: TaskConfig, path: str, require_labels: bool = True) -> TaskData:
     from .data import read_classification, read_conll
 
+    scheme = None
     if cfg.task == "classify":
         ds = read_classification(path, cfg.text_field, cfg.label_field, require_labels=require_labels)
         labels = list(ds["label"])
@@ -71,7 +82,30 @@ def read_task_file(cfg: TaskConfig, path: str, require_labels: bool = True) -> T
         ds = read_conll(path, cfg.token_column, cfg.tag_column, require_tags=require_labels)
         labels = [list(t) for t in ds["tags"]]
         has = all(len(t) == len(s) and all(t) for t, s in zip(labels, ds["tokens"]))  # "" = no tag column
-    return TaskData(os.fspath(path), [list(s) for s in ds["tokens"]], labels if has else None)
+        scheme = detect_scheme(labels) if has else None
+    return TaskData(os.fspath(path), [list(s) for s in ds["tokens"]], labels if has else None, scheme)
+
+
+def from_model_tags(tag_seqs: Sequence[Sequence[str]], scheme: Optional[str], target: Optional[str]) -> list:
+    """The predicted tags of a model trained on a file in `scheme` (IOB2 labels for IOB1) in
+    scheme `target` (IOB2 -> IOB1); anything else unchanged. The inverse of `model_view`."""
+    source = internal_scheme(scheme)
+    return convert_all(tag_seqs, source, target) if convertible(source, target) else list(tag_seqs)
+
+
+def output_scheme(data: TaskData, scheme: Optional[str]) -> Optional[str]:
+    """The scheme predictions for `data` are written in: its own tags', else the training file's."""
+    return data.scheme or scheme
+
+
+def model_view(data: TaskData, scheme: Optional[str]) -> TaskData:
+    """`data` with its tags as the labels of a model trained on a file in `scheme`: IOB1 -> IOB2
+    when both are IOB1 or IOB2 (`data`'s own scheme, else `scheme`); anything else (BIOES,
+    classification, no labels) unchanged."""
+    source, target = output_scheme(data, scheme), internal_scheme(scheme)
+    if data.labels is None or source == target or not convertible(source, target):
+        return data
+    return dataclasses.replace(data, labels=convert_all(data.labels, source, target), scheme=target)
 
 
 def label_names(cfg: TaskConfig, train: TaskData) -> list[str]:
@@ -140,11 +174,12 @@ def uses_chars(cfg: TaskConfig) -> bool:
 
 
 def build_model(cfg: TaskConfig, options: ModelOptions, labels: Sequence[str], inputs: TaskInputs):
-    common = dict(options=options, num_mixes=cfg.num_mixes, dropout=cfg.dropout, l2_coef=cfg.l2_coef,
-                  do_layer_norm=cfg.layer_norm, fine_tune=cfg.fine_tune, hidden_dim=cfg.hidden_dim,
-                  vocab_size=None if uses_chars(cfg) else inputs.table_size,
-                  word_vocab_size=inputs.word_table_rows,
-                  word_dim=0 if inputs.word_vectors is None else inputs.word_vectors.dim)
+    features = ElmoFeatures(options, num_mixes=cfg.num_mixes, dropout=cfg.dropout, l2_coef=cfg.l2_coef,
+                            do_layer_norm=cfg.layer_norm, fine_tune=cfg.fine_tune,
+                            vocab_size=None if uses_chars(cfg) else inputs.table_size,
+                            word_vocab_size=inputs.word_table_rows,
+                            word_dim=0 if inputs.word_vectors is None else inputs.word_vectors.dim)
+    common = dict(features=features, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout)
     if cfg.task == "classify":
         return ElmoClassifier(num_classes=len(labels), encoder=cfg.encoder, **common)
     constraints = None
@@ -331,12 +366,13 @@ def predict_all(cfg: TaskConfig, predict_fn, params, consts, inputs: TaskInputs,
     return out
 
 
-def score(cfg: TaskConfig, data: TaskData, outputs: list, names: Sequence[str]) -> dict:
-    """Metrics of predictions against `data`'s gold labels (the report the CLI prints)."""
+def score(cfg: TaskConfig, data: TaskData, outputs: list, names: Sequence[str], scheme: Optional[str] = None) -> dict:
+    """Metrics of predictions against `data`'s gold labels (the report the CLI prints); tag:
+    the predictions in `data`'s own scheme (`scheme`: the training file's, see `from_model_tags`)."""
     if cfg.task == "classify":
         pred = [names[int(np.argmax(p))] for p in outputs]
         return classification_report(data.labels, pred, list(names))
-    pred = [[names[int(t)] for t in seq] for seq in outputs]
+    pred = from_model_tags([[names[int(t)] for t in seq] for seq in outputs], scheme, output_scheme(data, scheme))
     report = span_f1(data.labels, pred)
     gold_flat = [t for s in data.labels for t in s]
     pred_flat = [t for s in pred for t in s]
@@ -383,6 +419,8 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
     train = read_task_file(cfg, cfg.train)
     if train.labels is None:
         raise InputError("the training file has no labels", cfg.train)
+    scheme = train.scheme if cfg.task == "tag" else None  # the training file's tag scheme
+    train = model_view(train, scheme)  # IOB1 -> IOB2
     names = label_names(cfg, train)
     if cfg.task == "classify" and len(names) < 2:
         raise InputError(f"the training file has only one label ({names[0]!r}); a classifier needs two or more",
@@ -393,7 +431,7 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
         if data is not None:
             if data.labels is None:
                 raise InputError("an evaluation file needs gold labels", data.path)
-            check_labels(cfg, data, names)
+            check_labels(cfg, model_view(data, scheme), names)
     options, bilm_params = load_bilm(cfg)
     all_sentences = train.tokens + (dev.tokens if dev else []) + (test.tokens if test else [])
     vectors = load_word_vectors(cfg, all_sentences)
@@ -405,6 +443,9 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
         os.remove(os.path.join(output_dir, METRICS_FILE))  # left by a run that saved no model
     cfg.to_json(os.path.join(output_dir, CONFIG_FILE))
     atomic_write_text(os.path.join(output_dir, LABELS_FILE), json.dumps(list(names)) + "\n")
+    if cfg.task == "tag":
+        atomic_write_text(os.path.join(output_dir, SCHEME_FILE),
+                          json.dumps({"scheme": scheme, "labels": internal_scheme(scheme)}) + "\n")
     options.to_json(os.path.join(output_dir, OPTIONS_FILE))
     if vectors is not None:
         save_word_vectors(os.path.join(output_dir, VECTORS_FILE), vectors)
@@ -453,7 +494,7 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
 
     def evaluate(data: TaskData) -> dict:
         outputs = predict_all(cfg, predict_fn, state["params"], consts, inputs, data.tokens, mesh, cfg.batch_size * 2)
-        return score(cfg, data, outputs, names)
+        return score(cfg, data, outputs, names, scheme)
 
     stopped_early = False
     epoch = start_epoch - 1
@@ -521,6 +562,18 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
     return summary
 
 
+def read_scheme(model_dir: str) -> Optional[str]:
+    """The training file's tag scheme recorded in `model_dir` (None without tag_scheme.json)."""
+    path = os.path.join(model_dir, SCHEME_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        scheme = json.load(fh).get("scheme")
+    if scheme is not None and scheme not in SCHEMES:
+        raise ElmoError(f"unknown tag scheme {scheme!r} (expected one of {', '.join(SCHEMES)})", path)
+    return scheme
+
+
 def load_best_params(ckpts: Checkpoints, like: Any, sharding: Any) -> tuple[Any, dict]:
     step = ckpts.latest_step()
     if step is None:
@@ -566,6 +619,7 @@ class TaskPredictor:
         self.cfg = TaskConfig.from_json(config_file)
         with open(os.path.join(model_dir, LABELS_FILE), encoding="utf-8") as fh:
             self.labels: list[str] = json.load(fh)
+        self.scheme = read_scheme(model_dir)  # the training file's tag scheme (None: convert nothing)
         self.options = ModelOptions.from_json(os.path.join(model_dir, OPTIONS_FILE))
         self.mesh = shd.make_mesh()
         ckpts = Checkpoints(os.path.join(model_dir, "best"), async_save=False)
@@ -620,11 +674,15 @@ class TaskPredictor:
         return predict_all(self.cfg, predict_fn, self.params, consts, inputs, sentences, self.mesh, self.batch_size)
 
     def predict(self, sentences: Sequence[Sequence[str]]) -> list:
-        """Labels (classify) or tag lists (tag) for tokenized sentences."""
+        """Labels (classify) or tag lists (tag, in the training file's scheme) for tokenized sentences."""
         outputs = self.predict_outputs(sentences)
         if self.cfg.task == "classify":
             return [self.labels[int(np.argmax(p))] for p in outputs]
-        return [[self.labels[int(t)] for t in seq] for seq in outputs]
+        return self.tags(outputs, self.scheme)
+
+    def tags(self, outputs: list, target: Optional[str]) -> list[list[str]]:
+        """Predicted tag ids as tags in scheme `target`."""
+        return from_model_tags([[self.labels[int(t)] for t in seq] for seq in outputs], self.scheme, target)
 
     def read(self, path: str, require_labels: bool = True) -> TaskData:
         return read_task_file(self.cfg, path, require_labels=require_labels)
@@ -633,11 +691,12 @@ class TaskPredictor:
         data = path_or_data if isinstance(path_or_data, TaskData) else self.read(os.fspath(path_or_data))
         if data.labels is None:
             raise InputError("evaluation needs gold labels", data.path)
-        check_labels(self.cfg, data, self.labels)
-        return score(self.cfg, data, self.predict_outputs(data.tokens), self.labels)
+        check_labels(self.cfg, model_view(data, self.scheme), self.labels)
+        return score(self.cfg, data, self.predict_outputs(data.tokens), self.labels, self.scheme)
 
     def predict_file(self, input_path: str, output_path: str) -> int:
-        """Predict every sentence of `input_path` and write them (JSONL for classify, CoNLL for tag)."""
+        """Predict every sentence of `input_path` and write them (JSONL for classify, CoNLL for tag:
+        the tags in the scheme of the file's own tags, else in the training file's)."""
         from .data import write_classification_predictions, write_conll_predictions
 
         data = self.read(input_path, require_labels=False)
@@ -648,6 +707,6 @@ class TaskPredictor:
             write_classification_predictions(output_path, data.tokens, labels, probabilities=probs,
                                              label_names=self.labels, gold=data.labels)
         else:
-            tags = [[self.labels[int(t)] for t in seq] for seq in outputs]
+            tags = self.tags(outputs, output_scheme(data, self.scheme))
             write_conll_predictions(output_path, data.tokens, tags, gold=data.labels)
         return len(data.tokens)

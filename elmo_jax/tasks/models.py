@@ -7,7 +7,7 @@ static word-vector ids (GloVe, one per word, no markers). The paper's recipe: a 
 mix of the biLM layers (dropout 0.5, L2 0.001 on the mix weights) at the task model's input, and
 optionally a second mix concatenated to its encoder's output (`num_mixes=2`).
 
-    model = ElmoTagger(options, num_tags=9, use_crf=True, vocab_size=len(vocab))
+    model = ElmoTagger(ElmoFeatures(options, vocab_size=len(vocab)), num_tags=9, use_crf=True)
     out = model.apply(variables, token_ids=ids, method=ElmoTagger.loss, tags=tags, deterministic=False, ...)
 
 The biLM sits at params['features']['elmo']['bilm']; it is frozen unless `fine_tune=True`.
@@ -95,18 +95,11 @@ class ElmoClassifier(nn.Module):
     """Sentence classifier: ELMo mix -> BiLSTM (or nothing, `encoder='pool'`) -> mean+max pooling
     -> ReLU layer -> class logits [B, K]."""
 
-    options: ModelOptions
+    features: ElmoFeatures  # its params are the model's 'features'
     num_classes: int
     encoder: str = "bilstm"
     hidden_dim: int = 128
-    num_mixes: int = 1
     dropout: float = 0.5
-    l2_coef: float = 0.001
-    do_layer_norm: bool = False
-    fine_tune: bool = False
-    vocab_size: Optional[int] = None
-    word_vocab_size: int = 0
-    word_dim: int = 0
 
     @nn.compact
     def __call__(self, char_ids: Optional[jax.Array] = None, token_ids: Optional[jax.Array] = None,
@@ -114,10 +107,7 @@ class ElmoClassifier(nn.Module):
                  word_chars: Optional[jax.Array] = None) -> jax.Array:
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
-        x, out_mix, mask = ElmoFeatures(self.options, self.num_mixes, self.dropout, self.l2_coef,
-                                        self.do_layer_norm, self.fine_tune, self.vocab_size,
-                                        self.word_vocab_size, self.word_dim, name="features")(
-            char_ids, token_ids, word_ids, deterministic, word_chars)
+        x, out_mix, mask = self.features(char_ids, token_ids, word_ids, deterministic, word_chars)
         h = x
         if self.encoder == "bilstm":
             h = BiLSTMEncoder(self.hidden_dim, name="encoder")(x, mask)
@@ -134,24 +124,14 @@ class ElmoTagger(nn.Module):
     """Sequence tagger: ELMo mix (+ static word vectors) -> BiLSTM -> per-token tag scores,
     decoded token by token (softmax) or jointly (`use_crf`, optionally BIO-constrained)."""
 
-    options: ModelOptions
+    features: ElmoFeatures  # its params are the model's 'features'
     num_tags: int
     hidden_dim: int = 200
-    num_mixes: int = 1
     dropout: float = 0.5
-    l2_coef: float = 0.001
-    do_layer_norm: bool = False
-    fine_tune: bool = False
-    vocab_size: Optional[int] = None
-    word_vocab_size: int = 0
-    word_dim: int = 0
     use_crf: bool = False
     constraints: Any = None  # crf.allowed_transitions(tags) or None
 
     def setup(self) -> None:
-        self.features = ElmoFeatures(self.options, self.num_mixes, self.dropout, self.l2_coef,
-                                     self.do_layer_norm, self.fine_tune, self.vocab_size,
-                                     self.word_vocab_size, self.word_dim)
         self.encoder = BiLSTMEncoder(self.hidden_dim)
         self.drop = nn.Dropout(self.dropout)
         self.output = nn.Dense(self.num_tags)
