@@ -14,6 +14,7 @@ import time
 from typing import Callable, Optional, Sequence
 
 from .errors import ElmoError
+from .runtime import enable_compilation_cache, init_distributed
 
 EXAMPLES = """\
 commands and examples:
@@ -46,20 +47,6 @@ commands and examples:
 """
 
 
-def _enable_compilation_cache() -> None:
-    """Persist XLA programs across runs (~/.cache/elmo-jax/xla), so repeated runs skip compiling."""
-    import jax
-
-    cache_dir = os.environ.get("ELMO_JAX_CACHE_DIR",
-                               os.path.join(os.path.expanduser("~"), ".cache", "elmo-jax", "xla"))
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    except Exception:  # a read-only home directory must not stop embedding
-        pass
-
-
 def _print_notes(notes: Sequence[str]) -> None:
     for note in notes:
         print(f"elmo-jax: note: {note}", file=sys.stderr)
@@ -84,7 +71,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.input):
         raise ElmoError("input file not found" if not os.path.exists(args.input) else "input is not a file",
                         args.input)
-    _enable_compilation_cache()
+    enable_compilation_cache()
     embedder = ElmoEmbedder.from_files(args.options, args.weights, batch_size=args.batch_size,
                                        stateful=args.stateful, dtype=_dtype(args.dtype))
     _print_notes(embedder.notes)
@@ -190,26 +177,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- training
-def _init_distributed(args: argparse.Namespace) -> None:
-    """Multi-host: `jax.distributed.initialize` from flags or the environment (before any jax op)."""
-    import jax
-
-    coordinator = args.coordinator or os.environ.get("ELMO_JAX_COORDINATOR")
-    n_proc = args.num_processes or os.environ.get("ELMO_JAX_NUM_PROCESSES")
-    proc_id = args.process_id if args.process_id is not None else os.environ.get("ELMO_JAX_PROCESS_ID")
-    if coordinator or n_proc:
-        if not (coordinator and n_proc and proc_id is not None):
-            raise ElmoError("multi-host needs --coordinator, --num-processes and --process-id "
-                            "(or ELMO_JAX_COORDINATOR, ELMO_JAX_NUM_PROCESSES, ELMO_JAX_PROCESS_ID)")
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(n_proc),
-                                   process_id=int(proc_id))
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
 
     cfg = TrainConfig.from_json(args.config, args.set or [])
-    _init_distributed(args)
+    init_distributed(args.coordinator, args.num_processes, args.process_id)
+    enable_compilation_cache()
     from .train.loop import train
 
     run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
@@ -324,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=int, default=1)
     p.add_argument("--max-size", type=int)
 
-    p = add("plot", cmd_plot, "Write a PNG learning curve (train and validation perplexity) of a run.")
-    p.add_argument("run_dir")
+    p = add("plot", cmd_plot, "Write a PNG learning curve of a run: train and validation perplexity against "
+                               "step, log scale (needs matplotlib: pip install 'elmo-jax[plot]').")
+    p.add_argument("run_dir", help="a training run directory (holding metrics.jsonl)")
     p.add_argument("--output", help="PNG path (default RUN_DIR/learning_curve.png)")
 
     p = add("demo", cmd_demo, "Pretrain the tiny config on the built-in corpus, export it, embed a sentence.")

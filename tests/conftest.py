@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,16 @@ from elmo_jax.options import ModelOptions  # noqa: E402
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bilm-tf"
 FIXTURE_FILES = ("options.json", "lm_weights.hdf5", "lm_embeddings_sentences.json",
                  "lm_embeddings_0.hdf5", "lm_embeddings_1.hdf5", "lm_embeddings_2.hdf5")
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout` seconds (a deadline
+    generous enough for a loaded machine, instead of a fixed sleep that is flaky there)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.005)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """The elmo-jax command line: embed output format, layer choices, conversions, one-line errors."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from elmo_jax.cli import main
+from elmo_jax.cli import build_parser, main
 from elmo_jax.weights import read_hdf5_arrays
 
 from test_embed import expected_top, fixture_lines
@@ -27,11 +29,70 @@ def model_args(fixture_dir):
     return ["--options", str(fixture_dir / "options.json"), "--weights", str(fixture_dir / "lm_weights.hdf5")]
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Registered subcommand name -> its help text ("" if it has none), from the parser itself."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {pseudo.dest: pseudo.help or "" for pseudo in action._choices_actions}
+    return {name: helps.get(name, "") for name in action.choices}
+
+
+def command_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(argv path, parser) of every command and nested subcommand, e.g. (("task", "train"), p)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from command_parsers(sub, (*path, name))
+
+
+COMMANDS = dict(command_parsers(build_parser()))
+
+
 def test_help_lists_every_command():
+    """`elmo-jax --help` (the real entry point) names every registered command with its help text and
+    an example line; a command registered without help= or without an example fails here."""
     out = run_cli("--help")
-    assert out.returncode == 0
-    for command in ("embed", "dump-token-embeddings", "export-npz", "import-npz", "demo"):
-        assert f"elmo-jax {command}" in out.stdout, command
+    assert out.returncode == 0, out.stderr
+    listing, _, examples = out.stdout.partition("commands and examples:")
+    assert examples, "the epilog with the examples is missing"
+    top = subcommands(build_parser())
+    assert len(top) >= 11 and "task" in top
+    for name, help_text in top.items():
+        assert help_text.strip(), f"command {name!r} has no help text"
+        assert re.search(rf"^ +{re.escape(name)}\b", listing, re.M), f"{name!r} missing from the command list"
+        assert f"elmo-jax {name}" in examples, f"no example for {name!r} in the --help epilog"
+    for name, help_text in subcommands(COMMANDS[("task",)]).items():
+        assert help_text.strip(), f"task subcommand {name!r} has no help text"
+        assert f"elmo-jax task {name}" in examples, f"no example for 'task {name}' in the --help epilog"
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=" ".join)
+def test_every_command_help_names_its_required_flags(path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*path, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    usage, _, _ = out.partition("\n\n")
+    assert usage.startswith(f"usage: elmo-jax {' '.join(path)}"), usage
+    usage = " ".join(usage.split())  # undo line wrapping
+    parser = COMMANDS[path]
+    required = [a for a in parser._actions if a.required and not isinstance(a, argparse._SubParsersAction)]
+    for action in required:
+        if action.option_strings:
+            flag = action.option_strings[-1]
+            # a required flag is shown bare ("--output OUTPUT"), an optional one in brackets
+            assert re.search(rf"(?<![\[\w-]){re.escape(flag)} {re.escape(action.metavar or action.dest.upper())}\b",
+                             usage), f"usage of {' '.join(path)} does not name required {flag}: {usage}"
+        else:
+            assert action.dest in usage, f"usage of {' '.join(path)} does not name {action.dest}: {usage}"
+    if not parser._subparsers:  # a leaf command parses its required flags, then errors naming the missing ones
+        if required:
+            with pytest.raises(SystemExit) as exit_info:
+                main(list(path))
+            assert exit_info.value.code == 2
+            err = capsys.readouterr().err
+            for action in required:
+                assert (action.option_strings[-1] if action.option_strings else action.dest) in err, err
 
 
 def test_embed_stateful_reproduces_fixtures(fixture_dir, model_args, tmp_path):
@@ -123,6 +184,7 @@ def test_dump_token_embeddings_cli(fixture_dir, model_args, tmp_path):
         assert f["embedding"].shape == (4, 16)
 
 
+@pytest.mark.slow
 def test_demo_trains_exports_and_embeds(tmp_path):
     """The README's main job on a short run: trains, exports, embeds (shape from the tiny config)."""
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.json")

@@ -60,6 +60,7 @@ def mix_of(params) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- overfitting, frozen vs fine-tuned
+@pytest.mark.slow
 def test_classifier_overfits_and_frozen_bilm_is_bit_identical(pretrained_tiny, tmp_path):
     """40 sentiment sentences learned to 100% (BiLSTM classifier, input and output mixes, on the
     pretrained tiny biLM); the frozen biLM comes back bit-identical while the scalar-mix weights
@@ -109,6 +110,7 @@ def test_fine_tune_changes_the_bilm(bilm_files, tmp_path):
     assert summary["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_tagger_crf_overfits_through_the_cli(pretrained_tiny, tmp_path):
     """`elmo-jax task train/evaluate/predict` on CoNLL-2003 columns with a CRF and GloVe vectors:
     the 31-sentence sample is learned to span F1 1.0, and predictions round-trip as CoNLL."""
@@ -180,6 +182,7 @@ def test_resume_equals_uninterrupted_run(bilm_files, tmp_path):
         train_task(cfg.replace(hidden_dim=8), str(tmp_path / "b"), resume=True, progress=False, log=quiet)
 
 
+@pytest.mark.slow
 def test_two_hosts_of_four_devices_equal_one_device(bilm_files, tmp_path):
     """Data-parallel training over 2 processes x 4 simulated devices (jax.distributed, gloo; 8
     devices in all, each host feeding its rows) gives the 1-device params and losses (up to
@@ -245,6 +248,7 @@ def test_bad_input_is_reported_before_compute_and_never_overwrites(bilm_files, t
 
 
 # --------------------------------------------------------------------------- pretraining helps
+@pytest.mark.slow
 def test_pretrained_elmo_beats_an_untrained_bilm_on_a_context_task(pretrained_tiny, tmp_path):
     """Real sentences vs the same sentences with two words swapped (same bag of words: only word
     order tells them apart), 2,000 training examples from the built-in corpus' training text,

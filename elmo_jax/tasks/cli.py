@@ -2,6 +2,7 @@
 
     elmo-jax task train --task tag --train eng.train --dev eng.testa --test eng.testb \\
         --options elmo/options.json --weights elmo/weights.hdf5 --output-dir runs/ner --crf
+    elmo-jax task train --config ner.json --set dropout=0.3 --output-dir runs/ner2
     elmo-jax task evaluate --model-dir runs/ner --data eng.testb
     elmo-jax task predict --model-dir runs/ner --input new.conll --output predicted.conll
 """
@@ -12,57 +13,94 @@ import json
 import sys
 from typing import Callable
 
-#: flag -> TaskConfig key for the flags that only set a config value.
-VALUE_FLAGS = {
-    "train": str, "dev": str, "test": str, "options": str, "weights": str, "encoder": str, "hidden_dim": int,
-    "num_mixes": int, "dropout": float, "l2_coef": float, "word_vectors": str, "learning_rate": float,
-    "bilm_learning_rate": float, "batch_size": int, "max_epochs": int, "patience": int, "metric": str,
-    "seed": int, "text_field": str, "label_field": str, "token_column": int, "tag_column": int,
+#: help of the `task train` flags; every TaskConfig key gets a flag (`--hidden-dim` for hidden_dim,
+#: `--crf/--no-crf` for a bool), so a new key needs no code here.
+FLAG_HELP = {
+    "task": "required (or in --config): classify (TSV/JSONL text + label) or tag (CoNLL columns)",
+    "train": "training file (.tsv/.jsonl for classify, CoNLL for tag)",
+    "dev": "dev file: evaluated every epoch, selects the model, drives early stopping",
+    "test": "test file: evaluated once with the selected model",
+    "options": "biLM options.json (or an export directory)",
+    "weights": "biLM weights.hdf5 or params.npz",
+    "untrained_bilm": "random biLM of the options' shape (a baseline)",
+    "encoder": "classify: BiLSTM or mean+max pooling",
+    "num_mixes": "2: an output ELMo mix too (as in the paper)",
+    "l2_coef": "L2 on the scalar-mix weights",
+    "layer_norm": "layer-normalise the biLM layers before mixing",
+    "crf": "tag: CRF output layer (BIO-constrained)",
+    "constrain_crf": "tag + crf: forbid invalid BIO/BIOES transitions",
+    "word_vectors": "GloVe text file: static vectors concatenated to ELMo",
+    "fine_tune": "train the biLM too, at --bilm-learning-rate",
+    "patience": "epochs without dev improvement before stopping (0: never)",
+    "metric": "model selection: accuracy|macro_f1 (classify), span_f1|accuracy (tag)",
+    "cache_tokens": "precompute each word's biLM token vector once (frozen biLM only)",
 }
-SWITCH_FLAGS = ("crf", "fine_tune", "layer_norm", "untrained_bilm", "lowercase_word_vectors")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str],
+                     hide_defaults: tuple[str, ...] = ()) -> None:
+    """One flag per key of a ConfigBase dataclass: `--a-key VALUE`, or `--a-key/--no-a-key` for a
+    bool. Values stay text here and are converted and type-checked with the config's keys (so a
+    wrong one is the same one-line error as from --set); unset flags stay None."""
+    import dataclasses
+    import typing
+
+    from ..configbase import show, strip_optional
+
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for name, annotation in cls.field_types().items():
+        value = defaults[name]
+        hidden = value in (None, "", dataclasses.MISSING) or name in hide_defaults
+        default = "" if hidden else f"default {show(value)}"
+        text = "; ".join(t for t in (helps.get(name), default) if t)
+        kw: dict = {"dest": name, "default": None, "help": text.replace("%", "%%")}
+        base = strip_optional(annotation)
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is typing.Literal:
+            kw["metavar"] = "{" + ",".join(str(c) for c in typing.get_args(base)) + "}"
+        elif base in (int, float):
+            kw["metavar"] = {int: "INT", float: "NUMBER"}[base]
+        parser.add_argument("--" + name.replace("_", "-"), **kw)
+
+
+def config_flag_values(args: argparse.Namespace, cls: type) -> dict:
+    """{key: value} of the config flags given: the text of a key that takes a string, else the
+    text read as JSON (as --set reads it)."""
+    from ..configbase import ConfigError, check_value, parse_value
+
+    out = {}
+    for name, annotation in cls.field_types().items():
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            try:
+                check_value(name, value, annotation)
+            except ConfigError:
+                value = parse_value(value, annotation)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 def add_task_parser(sub: argparse._SubParsersAction, add: Callable) -> None:
+    from .config import TaskConfig
+
     p = add("task", None, "Train, evaluate and predict with ELMo task models (classification, NER tagging).")
     task_sub = p.add_subparsers(dest="task_command", metavar="SUBCOMMAND")
 
     t = task_sub.add_parser("train", help="train a classifier or tagger on ELMo",
                             description="Train a classifier (TSV/JSONL: text, label) or a tagger (CoNLL-2003 "
-                                        "columns) on a pretrained biLM, with early stopping on --dev.")
+                                        "columns) on a pretrained biLM, with early stopping on --dev. The task "
+                                        "options come from --config, then the flags, then --set.")
     t.set_defaults(func=cmd_task_train)
-    t.add_argument("--task", choices=("classify", "tag"), required=True)
-    t.add_argument("--train", required=True, help="training file (.tsv/.jsonl for classify, CoNLL for tag)")
-    t.add_argument("--dev", help="dev file: evaluated every epoch, selects the model, drives early stopping")
-    t.add_argument("--test", help="test file: evaluated once with the selected model")
-    t.add_argument("--options", required=True, help="biLM options.json (or an export directory)")
-    t.add_argument("--weights", help="biLM weights.hdf5 or params.npz")
+    t.add_argument("--config", help="a task config JSON (e.g. a saved task_config.json) to start from")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any task option, e.g. --set cache_tokens=false (applied after the flags)")
     t.add_argument("--output-dir", required=True)
-    t.add_argument("--untrained-bilm", action="store_true", help="random biLM of the options' shape (a baseline)")
-    t.add_argument("--encoder", choices=("bilstm", "pool"), help="classify: BiLSTM or mean+max pooling")
-    t.add_argument("--hidden-dim", type=int)
-    t.add_argument("--num-mixes", type=int, choices=(1, 2), help="2: an output ELMo mix too (as in the paper)")
-    t.add_argument("--dropout", type=float)
-    t.add_argument("--l2-coef", type=float, help="L2 on the scalar-mix weights (default 0.001)")
-    t.add_argument("--layer-norm", action="store_true", help="layer-normalise the biLM layers before mixing")
-    t.add_argument("--crf", action="store_true", help="tag: CRF output layer (BIO-constrained)")
-    t.add_argument("--word-vectors", help="GloVe text file: static vectors concatenated to ELMo")
-    t.add_argument("--lowercase-word-vectors", action="store_true")
-    t.add_argument("--fine-tune", action="store_true", help="train the biLM too, at --bilm-learning-rate")
-    t.add_argument("--learning-rate", type=float)
-    t.add_argument("--bilm-learning-rate", type=float)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--max-epochs", type=int)
-    t.add_argument("--patience", type=int, help="epochs without dev improvement before stopping (0: never)")
-    t.add_argument("--metric", help="model selection: accuracy|macro_f1 (classify), span_f1|accuracy (tag)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--text-field")
-    t.add_argument("--label-field")
-    t.add_argument("--token-column", type=int)
-    t.add_argument("--tag-column", type=int)
-    t.add_argument("--config", help="a task_config.json to start from (flags override it)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any task option, e.g. --set cache_tokens=false")
     t.add_argument("--resume", action="store_true", help="continue a run in --output-dir from its last epoch")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(t.add_argument_group("task options (each also a --set key)"), TaskConfig, FLAG_HELP,
+                     hide_defaults=("task",))
 
     e = task_sub.add_parser("evaluate", help="metrics of a trained task model on a labelled file")
     e.set_defaults(func=cmd_task_evaluate)
@@ -81,35 +119,33 @@ def add_task_parser(sub: argparse._SubParsersAction, add: Callable) -> None:
 
 
 def _compilation_cache() -> None:
-    from ..cli import _enable_compilation_cache
+    from ..runtime import enable_compilation_cache
 
-    _enable_compilation_cache()
+    enable_compilation_cache()
 
 
 def config_from_args(args: argparse.Namespace):
-    from .config import TaskConfig, parse_set
+    """The TaskConfig of `task train`: --config, then the flags, then --set; the file's own keys
+    are checked (and errors name it) before the flags are merged."""
+    from ..configbase import ConfigError
+    from .config import TaskConfig
 
     data: dict = {}
     if args.config:
-        data = TaskConfig.from_json(args.config).to_dict()
-    data["task"] = args.task
-    for key in VALUE_FLAGS:
-        value = getattr(args, key, None)
-        if value is not None:
-            data[key] = value
-    for key in SWITCH_FLAGS:
-        if getattr(args, key, False):
-            data[key] = True
-    data.update(parse_set(args.set or []))
+        data = TaskConfig.parse_dict(TaskConfig.load_json(args.config), source=args.config)
+    data.update(config_flag_values(args, TaskConfig))
+    data = TaskConfig.apply_overrides(data, args.set or [])
+    if "task" not in data:
+        raise ConfigError("task option 'task' is required: --task classify|tag (or in --config / --set)")
     return TaskConfig.from_dict(data, source="command line")
 
 
 def cmd_task_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # a bad option is reported before anything else happens
     _compilation_cache()
     from .loop import train_task
     from .metrics import format_report
 
-    cfg = config_from_args(args)
     summary = train_task(cfg, args.output_dir, resume=args.resume, progress=not args.quiet)
     print(f"trained {summary['epochs']} epochs; best epoch {summary['best_epoch']} by dev {summary['metric']}"
           + (" (stopped early)" if summary["stopped_early"] else ""))
