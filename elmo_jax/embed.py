@@ -85,6 +85,7 @@ class ElmoEmbedder:
         self.model = BiLM(options, dtype=self.dtype, precision=precision, hoist_input=hoist_input)
         self.params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params.get("params", params))
         self._char_ids = CharIdCache(options.max_characters_per_token, shift=True)
+        self.notes: list[str] = []  # weight-conversion notes (`from_files` fills them)
         model = self.model
 
         def encode(p, ids):
@@ -114,8 +115,6 @@ class ElmoEmbedder:
         embedder = cls(options, params, **kwargs)
         embedder.notes = notes
         return embedder
-
-    notes: list[str] = []
 
     # ------------------------------------------------------------------ state
     def reset_states(self) -> None:

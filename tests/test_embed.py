@@ -178,3 +178,11 @@ def test_preloaded_token_file_equals_character_path(fixture_dir, tmp_path):
     assert worst <= TOL, f"max abs difference {worst:.3g} > {TOL}"
     with pytest.raises(Exception, match="expected"):
         read_token_embeddings(out, fixture_dir / "vocab_test.txt")
+
+
+
+def test_notes_belong_to_each_embedder() -> None:
+    """Conversion notes are per instance (no mutable class attribute shared by every embedder)."""
+    a = _random_embedder()
+    a.notes.append("x")
+    assert _random_embedder().notes == [] and "notes" not in vars(ElmoEmbedder)

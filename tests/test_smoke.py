@@ -1,6 +1,6 @@
-"""Smoke test, end to end in about a minute: import, a tiny model, exact embeddings against the bilm-tf
-fixture, task data, the pretraining batcher (in memory and streaming), and a 2-step pretraining run
-with a checkpoint restore and an export.
+"""Smoke test, end to end in about a minute and a half: import, a tiny model, exact embeddings against the bilm-tf
+fixture, task data, the pretraining batcher (in memory and streaming), a checkpoint round trip, and a
+2-step pretraining run with a checkpoint restore, a resumed step and an export.
 
 It is the test that `.ci/lower_bounds.sh` runs against the lowest dependency versions that pyproject.toml
 allows (`pytest -m smoke`), so it touches every dependency-version-sensitive API the package uses:
@@ -120,10 +120,34 @@ def test_batcher_streaming_equals_in_memory(tmp_path):
         assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_pretraining_two_steps_checkpoint_and_export(tmp_path):
+def test_checkpoint_round_trip_with_numpy_scalars(tmp_path):
+    """The task loop's checkpoint layout (`{"epoch": np.int32}` data, jax arrays, JSON meta), saved
+    asynchronously and restored exactly."""
+    import jax
+    import jax.numpy as jnp
+
+    from elmo_jax.train.checkpoint import Checkpoints
+
+    state = {"params": {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3)}, "step": jnp.asarray(7, jnp.int32)}
+    ckpts = Checkpoints(str(tmp_path / "checkpoints"), keep=1)
+    try:
+        ckpts.save(0, state, {"epoch": np.int32(0)}, {"epoch": 0, "history": [{"loss": 1.5}]}, force=True)
+        ckpts.save(1, state, {"epoch": np.int32(1)}, {"epoch": 1, "history": [{"loss": 1.25}]}, force=True)
+        ckpts.wait()
+        assert ckpts.all_steps() == [1]
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        got, data, meta = ckpts.restore(1, abstract, {"epoch": np.zeros((), np.int32)})
+    finally:
+        ckpts.close()
+    assert int(data["epoch"]) == 1 and meta == {"epoch": 1, "history": [{"loss": 1.25}]}
+    assert np.array_equal(np.asarray(got["params"]["w"]), np.asarray(state["params"]["w"])) and int(got["step"]) == 7
+
+
+def test_pretraining_two_steps_checkpoint_resume_and_export(tmp_path):
     """configs/tiny.json (smaller LSTM and batches) for 2 steps: datasets text loading, the mesh,
-    optax, an orbax checkpoint at step 2; the export restores that checkpoint (it must give the
-    trained params exactly) and its files embed."""
+    optax, an orbax checkpoint at step 2, which restores exactly; a resumed third step moves the
+    params by about one learning rate (not from garbage: some Orbax versions restored freed
+    buffers); the export embeds."""
     from elmo_jax import ElmoEmbedder
     from elmo_jax.config import TrainConfig
     from elmo_jax.train.export import export_run, load_run_params
@@ -143,6 +167,12 @@ def test_pretraining_two_steps_checkpoint_and_export(tmp_path):
     assert step == 2
     want, got = _flatten(last["params"]), _flatten(restored)
     assert set(want) == set(got) and all(np.array_equal(want[k], got[k]) for k in want)
+
+    third = train(cfg.replace(max_steps=3), str(run), progress=False, return_params=True)
+    assert third["step"] == 3 and np.isfinite(third["loss"])
+    moved = _flatten(third["params"])
+    worst = max(float(np.abs(moved[k] - want[k]).max()) for k in want)
+    assert 0 < worst <= 3 * cfg.learning_rate, f"params moved by {worst:.3g} in one Adam step after resuming"
 
     paths = export_run(str(run), str(tmp_path / "export"))
     embedder = ElmoEmbedder.from_files(paths["options.json"], paths["weights.hdf5"])

@@ -96,6 +96,7 @@ def test_classifier_overfits_and_frozen_bilm_is_bit_identical(pretrained_tiny, t
     assert list(read_classification(tmp_path / "pred.jsonl")["label"]) == [r["label"] for r in rows]
 
 
+@pytest.mark.slow
 def test_fine_tune_changes_the_bilm(bilm_files, tmp_path):
     """`fine_tune`: the biLM (char-CNN included, characters in the step) is trained at its own rate."""
     options, weights = bilm_files

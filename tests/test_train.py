@@ -192,6 +192,7 @@ def test_overrides_and_config_round_trip(tmp_path):
 
 
 # --------------------------------------------------------------------------- other processes
+@pytest.mark.slow
 def test_eight_devices_and_two_hosts_equal_one_device(tmp_path):
     """Same global batch: 1 device, 8 simulated devices, and 2 processes x 4 devices through
     jax.distributed give the same params after 3 steps with dropout on (the masks do not depend on
@@ -227,6 +228,7 @@ def test_eight_devices_and_two_hosts_equal_one_device(tmp_path):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_kill_9_restarts_from_last_complete_checkpoint(tmp_path):
     """SIGKILL a real training process at several moments (saves included); each restart resumes
     from the latest complete checkpoint and the run finishes with the same params as an
@@ -258,6 +260,7 @@ def test_kill_9_restarts_from_last_complete_checkpoint(tmp_path):
     assert diff == 0.0, f"params after kill -9 + restarts differ from the uninterrupted run by {diff:.3g}"
 
 
+@pytest.mark.slow
 def test_tiny_config_beats_unigram_perplexity(pretrained_tiny):
     """`configs/tiny.json` on the built-in corpus: heldout perplexity well below the unigram
     perplexity of the same heldout text (measured: about 166 vs 363 after its 200 steps)."""

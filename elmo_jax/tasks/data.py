@@ -26,7 +26,7 @@ CLASSIFICATION_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".
 TEXT_FIELD_ALIAS = "sentence"
 DOCSTART = "-DOCSTART-"
 
-# `datasets.List` is new in datasets 4.0; `Sequence` is its 3.x spelling (as in elmo_jax/data.py).
+# `datasets.List` is new in datasets 4.0; `Sequence` is the older spelling (as in elmo_jax/data.py).
 _STRINGS = (getattr(datasets, "List", None) or datasets.Sequence)(datasets.Value("string"))
 _CONLL_SPLIT = re.compile(r"[ \t]+")
 
