@@ -14,15 +14,20 @@ import time
 from typing import Callable, Optional, Sequence
 
 from .errors import ElmoError
+from .hub import format_size, list_models, models_dir, offline_mode, resolve_model
 from .runtime import enable_compilation_cache, init_distributed
 
 EXAMPLES = """\
 commands and examples:
   embed                  contextual vectors for a file of tokenized sentences (one per line)
+      elmo-jax embed --model original --input text.txt --output vectors.hdf5
       elmo-jax embed --options options.json --weights weights.hdf5 --input text.txt --output vectors.hdf5
       elmo-jax embed ... --layers top --batch-size 64 --stateful
   dump-token-embeddings  context-free token vectors of a vocabulary (bilm-tf format)
-      elmo-jax dump-token-embeddings --options options.json --weights weights.hdf5 --vocab vocab.txt --output tokens.hdf5
+      elmo-jax dump-token-embeddings --model small --vocab vocab.txt --output tokens.hdf5
+  models                 the published models (small, medium, original, ...): shape, size, cached or not
+      elmo-jax models
+      elmo-jax models --download original     (then ELMO_JAX_OFFLINE=1 elmo-jax embed --model original ...)
   export-npz             bilm-tf hdf5 weights -> NumPy .npz (bilm-tf dataset names, options inside)
       elmo-jax export-npz --options options.json --weights weights.hdf5 --output params.npz
   import-npz             NumPy .npz -> bilm-tf hdf5 weights (+ options.json)
@@ -40,6 +45,7 @@ commands and examples:
   task                   ELMo task models: sentence classification, NER tagging (train / evaluate / predict)
       elmo-jax task train --task tag --train eng.train --dev eng.testa --options elmo/options.json \\
           --weights elmo/weights.hdf5 --output-dir runs/ner --crf
+      elmo-jax task train --task classify --train train.tsv --dev dev.tsv --model original --output-dir runs/sst
       elmo-jax task evaluate --model-dir runs/ner --data eng.testb
       elmo-jax task predict --model-dir runs/ner --input new.conll --output tagged.conll
   demo                   pretrain configs/tiny.json on the built-in corpus, export it, embed a sentence
@@ -50,6 +56,24 @@ commands and examples:
 def _print_notes(notes: Sequence[str]) -> None:
     for note in notes:
         print(f"elmo-jax: note: {note}", file=sys.stderr)
+
+
+def _model_files(args: argparse.Namespace) -> tuple[str, str]:
+    """(options.json, weights.hdf5) from `--model NAME` (resolved, downloaded if needed) or from
+    `--options` + `--weights`; giving both forms, or neither, is an error."""
+    if args.model:
+        if args.options or args.weights:
+            raise ElmoError("--model and --options/--weights are mutually exclusive: give a model name, "
+                            "or the two files")
+        files = resolve_model(args.model, verify=args.verify or None, progress=not getattr(args, "quiet", False))
+        _print_notes(files.notes)
+        return files.options_file, files.weight_file
+    if args.verify:
+        raise ElmoError("--verify checks a --model download; it does not apply to --options/--weights")
+    if not (args.options and args.weights):
+        raise ElmoError("give --model NAME (a published id such as 'original', a URL, hf://owner/repo or a "
+                        "directory), or both --options and --weights")
+    return args.options, args.weights
 
 
 def _dtype(name: str):
@@ -72,7 +96,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise ElmoError("input file not found" if not os.path.exists(args.input) else "input is not a file",
                         args.input)
     enable_compilation_cache()
-    embedder = ElmoEmbedder.from_files(args.options, args.weights, batch_size=args.batch_size,
+    embedder = ElmoEmbedder.from_files(*_model_files(args), batch_size=args.batch_size,
                                        stateful=args.stateful, dtype=_dtype(args.dtype))
     _print_notes(embedder.notes)
     sentence_to_index: dict[str, str] = {}  # as AllenNLP's `elmo` command writes it
@@ -112,7 +136,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_dump_token_embeddings(args: argparse.Namespace) -> int:
     from .embed import dump_token_embeddings
 
-    n = dump_token_embeddings(args.options, args.weights, args.vocab, args.output)
+    n = dump_token_embeddings(*_model_files(args), args.vocab, args.output)
     print(f"elmo-jax: wrote {n} token vectors -> {args.output}", file=sys.stderr)
     return 0
 
@@ -120,7 +144,7 @@ def cmd_dump_token_embeddings(args: argparse.Namespace) -> int:
 def cmd_export_npz(args: argparse.Namespace) -> int:
     from .weights import export_npz, load_model
 
-    options, params, notes = load_model(args.options, args.weights)
+    options, params, notes = load_model(*_model_files(args))
     _print_notes(notes)
     export_npz(args.output, params, options.for_inference())
     print(f"elmo-jax: wrote {args.output}", file=sys.stderr)
@@ -141,6 +165,25 @@ def cmd_import_npz(args: argparse.Namespace) -> int:
               f"{', '.join(sorted(extra))}", file=sys.stderr)
     print(f"elmo-jax: wrote {args.output}" + (f" and {args.options_output}" if args.options_output else ""),
           file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the published models and what the cache holds (no network); `--download NAME` fetches one."""
+    if args.download:
+        files = resolve_model(args.download, verify=args.verify or None, progress=not args.quiet)
+        _print_notes(files.notes)
+        print(f"elmo-jax: {args.download} -> {files.directory}", file=sys.stderr)
+        return 0
+    rows = [("id", "shape", "params", "size", "cached")]
+    for row in list_models():
+        params = f"{row['params_m']:.1f}M" if row["params_m"] else ""
+        rows.append((row["id"], row["shape"], params, format_size(row["bytes"], row["size_exact"]), row["cached"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    print(f"\ncache: {models_dir()} (ELMO_JAX_CACHE_DIR); "
+          + ("offline: only cached models load" if offline_mode() else "others download on first use"))
     return 0
 
 
@@ -244,8 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--options", required=True, help="bilm-tf options.json")
-        p.add_argument("--weights", required=True, help="bilm-tf / AllenNLP weights.hdf5")
+        p.add_argument("--model", metavar="NAME", help="a published model (small, medium, original, original-5.5b, "
+                       "pubmed, portuguese), a URL, hf://owner/repo or a directory; downloaded once into the "
+                       "cache (instead of --options/--weights)")
+        p.add_argument("--options", help="bilm-tf options.json")
+        p.add_argument("--weights", help="bilm-tf / AllenNLP weights.hdf5")
+        p.add_argument("--verify", action="store_true",
+                       help="with --model: also check the cached files' sha256 (or ELMO_JAX_VERIFY_SHA256=1)")
 
     p = add("embed", cmd_embed, "Embed a file of tokenized sentences (one per line) into an hdf5 file.")
     model_args(p)
@@ -301,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "step, log scale (needs matplotlib: pip install 'elmo-jax[plot]').")
     p.add_argument("run_dir", help="a training run directory (holding metrics.jsonl)")
     p.add_argument("--output", help="PNG path (default RUN_DIR/learning_curve.png)")
+
+    p = add("models", cmd_models, "List the published ELMo models: shape, size, and whether each is cached "
+                                   "(no network); --download NAME fetches one into the cache.")
+    p.add_argument("--download", metavar="NAME", help="download a model (any --model NAME) into the cache")
+    p.add_argument("--verify", action="store_true", help="with --download: also check a cached model's sha256")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("demo", cmd_demo, "Pretrain the tiny config on the built-in corpus, export it, embed a sentence.")
     p.add_argument("--config", default="configs/tiny.json")

@@ -55,7 +55,7 @@ class TrainConfig(ConfigBase):
     hoist_input: bool = False  # LSTM input matmul for all steps at once (GPUs prefer it; slower on CPU)
     fused_backward: bool = False  # hand-written LSTM backward pass (weight gradients as one matmul each)
     shard_softmax: Literal["auto", "true", "false"] = "auto"  # shard the softmax rows over devices
-    init_from: Optional[str] = None  # fine-tune: an export/bilm-tf dir, or a run dir (bilm-tf restart.py)
+    init_from: Optional[str] = None  # fine-tune: a run dir (restart.py), an export dir or a model name (original, URL)
 
     # ------------------------------------------------------------------ validation
     def validate(self, source: Optional[str] = None) -> "TrainConfig":

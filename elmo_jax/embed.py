@@ -111,7 +111,20 @@ class ElmoEmbedder:
     def from_files(cls, options_file: os.PathLike | str, weight_file: os.PathLike | str,
                    **kwargs: Any) -> "ElmoEmbedder":
         """Load bilm-tf/AllenNLP `options.json` + `weights.hdf5` (conversion notes in `.notes`)."""
-        options, params, notes = load_model(options_file, weight_file)
+        return cls._with_notes(*load_model(options_file, weight_file), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: os.PathLike | str, *, verify: Optional[bool] = None,
+                        offline: Optional[bool] = None, progress: bool = True, **kwargs: Any) -> "ElmoEmbedder":
+        """Load a model by name: a published id (`small`, `medium`, `original`, `original-5.5b`,
+        `pubmed`, `portuguese`), a URL, `hf://owner/repo`, or a directory with options.json +
+        weights.hdf5; downloads are cached (`elmo_jax.hub`). `verify`: also check the cached
+        files' sha256; `offline`: no network (default `$ELMO_JAX_OFFLINE`). Other keyword
+        arguments go to the constructor (batch_size, stateful, dtype, ...)."""
+        return cls._with_notes(*load_model(name, verify=verify, offline=offline, progress=progress), **kwargs)
+
+    @classmethod
+    def _with_notes(cls, options: ModelOptions, params: Params, notes: list[str], **kwargs: Any) -> "ElmoEmbedder":
         embedder = cls(options, params, **kwargs)
         embedder.notes = notes
         return embedder

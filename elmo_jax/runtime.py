@@ -1,5 +1,7 @@
-"""Process set-up shared by every command: the persistent XLA compile cache and multi-host
-`jax.distributed` initialisation (flags or ELMO_JAX_* environment variables)."""
+"""Process set-up shared by every command: the cache directory (`$ELMO_JAX_CACHE_DIR`, default
+~/.cache/elmo-jax: compiled XLA programs in `xla/`, downloaded models in `models/`), the persistent
+XLA compile cache and multi-host `jax.distributed` initialisation (flags or ELMO_JAX_* environment
+variables)."""
 from __future__ import annotations
 
 import os
@@ -10,13 +12,18 @@ import jax
 from .errors import ElmoError
 
 
+def cache_dir(*parts: str) -> str:
+    """`$ELMO_JAX_CACHE_DIR` (default ~/.cache/elmo-jax), joined with `parts`; not created here."""
+    root = os.environ.get("ELMO_JAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "elmo-jax")
+    return os.path.join(os.path.expanduser(root), *parts)
+
+
 def enable_compilation_cache() -> None:
-    """Persist XLA programs across runs (`$ELMO_JAX_CACHE_DIR`, default ~/.cache/elmo-jax/xla), so
-    repeated runs skip compiling."""
-    cache_dir = os.environ.get("ELMO_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "elmo-jax", "xla"))
+    """Persist XLA programs across runs (`cache_dir('xla')`), so repeated runs skip compiling."""
+    xla_dir = cache_dir("xla")
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        os.makedirs(xla_dir, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", xla_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except Exception:  # noqa: BLE001 - a read-only home directory must not stop the command
         pass

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .errors import OptionsError, WeightsError
+from .hub import resolve_model
 from .io_utils import atomic_output
 from .options import INFERENCE_N_CHARACTERS, ModelOptions
 
@@ -200,12 +201,20 @@ def write_bilm_hdf5(path: os.PathLike | str, params: Params, options: ModelOptio
                 f.create_dataset(name, data=arrays[name], dtype="float32")
 
 
-def load_model(options_file: os.PathLike | str, weight_file: os.PathLike | str
-               ) -> tuple[ModelOptions, Params, list[str]]:
-    """Options + weights from files: (options, params, conversion notes)."""
+def load_model(options_file: os.PathLike | str, weight_file: Optional[os.PathLike | str] = None,
+               **resolve_kwargs: Any) -> tuple[ModelOptions, Params, list[str]]:
+    """Options + weights: (options, params, notes on conversions and downloads).
+
+    `load_model("options.json", "weights.hdf5")` reads the two files; `load_model(NAME)` takes a
+    model name (a published id such as "original", a URL, "hf://owner/repo" or a directory;
+    `elmo_jax.hub.resolve_model`, which also takes `resolve_kwargs`: verify, offline, progress)."""
+    notes: list[str] = []
+    if weight_file is None:
+        files = resolve_model(options_file, **resolve_kwargs)
+        options_file, weight_file, notes = files.options_file, files.weight_file, list(files.notes)
     options = ModelOptions.from_json(options_file)
-    params, notes = load_bilm_weights(weight_file, options)
-    return options, params, notes
+    params, conversion_notes = load_bilm_weights(weight_file, options)
+    return options, params, notes + conversion_notes
 
 
 # --------------------------------------------------------------------------- npz

@@ -20,6 +20,8 @@ FLAG_HELP = {
     "train": "training file (.tsv/.jsonl for classify, CoNLL for tag)",
     "dev": "dev file: evaluated every epoch, selects the model, drives early stopping",
     "test": "test file: evaluated once with the selected model",
+    "model": "a pretrained biLM by name: small, medium, original, original-5.5b, pubmed, portuguese, a URL, "
+             "hf://owner/repo or a directory (instead of --options/--weights)",
     "options": "biLM options.json (or an export directory)",
     "weights": "biLM weights.hdf5 or params.npz",
     "untrained_bilm": "random biLM of the options' shape (a baseline)",

@@ -28,6 +28,7 @@ class TaskConfig(ConfigBase):
     train: str = ""  # classify: .tsv/.jsonl; tag: CoNLL-2003 columns
     dev: Optional[str] = None  # early stopping and model selection (None: the epoch of lowest training loss)
     test: Optional[str] = None  # evaluated once with the selected model
+    model: Optional[str] = None  # a model name: published id (original, ...), URL, hf://owner/repo or directory
     options: Optional[str] = None  # bilm-tf options.json (or a directory holding options.json + weights.hdf5)
     weights: Optional[str] = None  # weights.hdf5 (bilm-tf/AllenNLP) or params.npz (elmo-jax export)
     untrained_bilm: bool = False  # randomly initialised biLM of the options' shape (a baseline)
@@ -72,9 +73,12 @@ class TaskConfig(ConfigBase):
 
         if not self.train:
             raise bad("train", "is required (a training file)")
-        if self.options is None:
-            raise bad("options", "is required (bilm-tf options.json, or an export directory)")
-        if self.weights is None and not self.untrained_bilm and not os.path.isdir(self.options):
+        if self.model is not None:
+            if self.options is not None or self.weights is not None:
+                raise bad("model", "excludes options/weights: give a model name, or the files")
+        elif self.options is None:
+            raise bad("options", "is required (bilm-tf options.json, or an export directory), or a model name")
+        elif self.weights is None and not self.untrained_bilm and not os.path.isdir(self.options):
             raise bad("weights", "is required unless untrained_bilm is set (weights.hdf5 or params.npz)")
         if self.task == "tag" and self.encoder != "bilstm":
             raise bad("encoder", "must be 'bilstm' for tagging")

@@ -41,6 +41,7 @@ from .. import sharding as shd
 from ..config import ConfigError
 from ..elmo import CACHE_COLLECTION
 from ..errors import ElmoError, InputError
+from ..hub import resolve_model
 from ..io_utils import atomic_write_text
 from ..options import ModelOptions
 from ..train.checkpoint import CheckpointError, Checkpoints, abstract_tree
@@ -127,7 +128,10 @@ def check_labels(cfg: TaskConfig, data: TaskData, names: Sequence[str]) -> None:
 
 # --------------------------------------------------------------------------- biLM + vectors
 def resolve_bilm_files(cfg: TaskConfig) -> tuple[str, Optional[str]]:
-    """(options.json, weights or None) — an export directory names both."""
+    """(options.json, weights or None) — a model name or an export directory names both."""
+    if cfg.model:
+        files = resolve_model(cfg.model)
+        return files.options_file, None if cfg.untrained_bilm else files.weight_file
     options, weights = cfg.options, cfg.weights
     if options and os.path.isdir(options):
         directory = options

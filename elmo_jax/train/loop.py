@@ -38,6 +38,7 @@ from .. import sharding as shd
 from ..config import ConfigError, TrainConfig
 from ..data import Batcher
 from ..errors import ElmoError
+from ..hub import resolve_model
 from ..loss import LogUniformSampler
 from ..modules.lstm import zero_state
 from ..prefetch import Prefetcher
@@ -419,11 +420,14 @@ def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dic
     - a run directory (config.json + checkpoints/): bilm-tf's restart.py, i.e. params AND optimizer
       state of its latest checkpoint, then a new run (step 0, zero LSTM state, new data order) on
       this config's text; the model shape and vocabulary size must match; or
-    - an export / bilm-tf directory (options.json + weights.hdf5): the biLM weights; the softmax is
-      taken from its params.npz when its vocab.txt equals this run's vocabulary, else new."""
+    - an export / bilm-tf directory (options.json + weights.hdf5), or a model name (`elmo_jax.hub`:
+      a published id such as "original", a URL, hf://owner/repo), resolved to one: the biLM
+      weights; the softmax is taken from its params.npz when its vocab.txt equals this run's
+      vocabulary, else new."""
     src = cfg.init_from
     if os.path.exists(os.path.join(src, CONFIG_FILE)) and os.path.isdir(os.path.join(src, CHECKPOINT_DIR)):
         return _restart_from_run(state, cfg, len(vocab), state_sh, src)
+    src = resolve_model(src).directory
     options_file, weight_file = os.path.join(src, "options.json"), os.path.join(src, "weights.hdf5")
     options, bilm, _ = load_model(options_file, weight_file)
     if options.for_training() != cfg.model.for_training():
