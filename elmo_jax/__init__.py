@@ -1,12 +1,13 @@
 """elmo-jax: ELMo (deep contextualized word representations) in JAX/Flax.
 
 Public API:
-    ElmoEmbedder        sentences -> ELMo layers (NumPy), deterministic or stateful
+    ElmoEmbedder        sentences -> ELMo layers (NumPy), deterministic or stateful;
+                        ElmoEmbedder.from_pretrained("original") loads a model by name (elmo_jax.hub)
     Elmo, init_elmo     Flax module for downstream models (scalar mixes, frozen or fine-tuned biLM)
     BiLM, ScalarMix     the underlying Flax modules
     ModelOptions        bilm-tf options.json
     batch_to_ids        sentences -> char ids + mask
-    load_model, write_bilm_hdf5, export_npz, import_npz   weights I/O
+    load_model, write_bilm_hdf5, export_npz, import_npz   weights I/O (load_model also takes a model name)
 """
 from .chars import batch_to_ids, token_to_char_ids
 from .elmo import Elmo, init_elmo, remove_sentence_boundaries

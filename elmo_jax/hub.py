@@ -250,6 +250,20 @@ def _content_range_start(value: Optional[str]) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, without sending a Hub token on to another host (the Hub redirects
+    downloads to a CDN with signed URLs, which reject a second credential)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_RedirectHandler)
+
+
 def download(url: str, dest: str, *, headers: Optional[dict] = None, progress: bool = True,
              attempts: int = DOWNLOAD_ATTEMPTS) -> tuple[int, str]:
     """Download `url` to `dest` through `dest + '.part'` (renamed when complete): (size, sha256).
@@ -267,7 +281,7 @@ def download(url: str, dest: str, *, headers: Optional[dict] = None, progress: b
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
-            response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+            response = _OPENER.open(request, timeout=TIMEOUT_S)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 416 and offset:  # the range is past the end: the .part is not a prefix

@@ -43,6 +43,8 @@ class ServerState:
         self.extra_length: dict[str, int] = {}  # announce this many bytes more than sent
         self.ignore_range = False
         self.delay = 0.0  # seconds before each body is sent
+        self.redirects: dict[str, str] = {}  # path -> URL answered with a 302
+        self.auth: list[tuple[str, str | None]] = []  # (path, Authorization header)
         self.lock = threading.Lock()
 
 
@@ -58,8 +60,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         with state.lock:
             state.requests.append((path, range_header))
+            state.auth.append((path, self.headers.get("Authorization")))
             drop = path in state.drop_once
             state.drop_once.discard(path)
+        if path in state.redirects:
+            self.send_response(302)
+            self.send_header("Location", state.redirects[path])
+            self.end_headers()
+            return
         data = state.files.get(path)
         if data is None:
             self.send_error(404, "Not Found")
@@ -113,7 +121,7 @@ def server(blobs):
                   BASE + PUBMED_OPTIONS: blobs["options"], BASE + PUBMED_WEIGHTS: blobs["weights"],
                   "/mirror/options.json": blobs["options"], "/mirror/weights.hdf5": blobs["weights"],
                   "/owner/elmo-repo/resolve/main/options.json": blobs["options"],
-                  "/owner/elmo-repo/resolve/main/weights.hdf5": blobs["weights"]})
+                  "/cdn/weights.hdf5": blobs["weights"]})
     yield srv
     srv.stop()
 
@@ -172,7 +180,7 @@ def test_offline_makes_no_network_call(cache, server, blobs, monkeypatch):
         raise AssertionError("network call in offline mode")
 
     monkeypatch.setenv("ELMO_JAX_OFFLINE", "1")
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", no_network)
     with pytest.raises(ElmoError, match="offline") as err:
         resolve_model("small")
     assert "\n" not in str(err.value) and str(cache / "small") in str(err.value)
@@ -181,7 +189,7 @@ def test_offline_makes_no_network_call(cache, server, blobs, monkeypatch):
     monkeypatch.setenv("ELMO_JAX_MODELS_URL", server.url + BASE)
     resolve_model("small", progress=False)
     monkeypatch.setenv("ELMO_JAX_OFFLINE", "1")
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", no_network)
     n_requests = len(server.state.requests)
     files = resolve_model("small", verify=True)
     assert files.weight_file == str(cache / "small" / "weights.hdf5")
@@ -282,11 +290,18 @@ def test_url_and_hf_names(cache, server, blobs, monkeypatch):
         assert_cached(cache / os.path.basename(files.directory), blobs)
         directories.add(files.directory)
     assert len(directories) == 3 and all("127.0.0.1" in os.path.basename(d) for d in directories)
+    # hf://: URLs and token through huggingface_hub; the Hub redirects a download to a CDN host,
+    # which must not receive the token
     monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    cdn = server.url.replace("127.0.0.1", "localhost") + "/cdn/weights.hdf5"
+    server.state.redirects["/owner/elmo-repo/resolve/main/weights.hdf5"] = cdn
     files = resolve_model("hf://owner/elmo-repo", progress=False)
     assert os.path.basename(files.directory) == "hf_owner_elmo-repo"
     assert_cached(cache / "hf_owner_elmo-repo", blobs)
-    assert "/owner/elmo-repo/resolve/main/weights.hdf5" in server.paths_requested()
+    auth = dict(server.state.auth)
+    assert auth["/owner/elmo-repo/resolve/main/weights.hdf5"] == "Bearer hf_test_token"
+    assert auth["/cdn/weights.hdf5"] is None
 
 
 def test_local_directory_and_bad_names(fixture_dir, tmp_path, cache):
