@@ -56,6 +56,7 @@ DOWNLOAD_ATTEMPTS = 5
 TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 _TRUE = ("1", "true", "yes", "on")
+NOT_DOWNLOADED = "not downloaded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +234,7 @@ def cache_problem(directory: str, file_name: str, manifest: dict, verify: bool) 
     path = os.path.join(directory, file_name)
     entry = manifest.get("files", {}).get(file_name)
     if not os.path.isfile(path):
-        return "not downloaded"
+        return NOT_DOWNLOADED
     if not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
         return "not recorded in the cache manifest (an unfinished download?)"
     size = os.path.getsize(path)
@@ -365,7 +366,7 @@ def _fetch(remote: RemoteModel, directory: str, verify: bool, progress: bool) ->
             if problem is None:
                 continue
             path = os.path.join(directory, file_name)
-            if problem != "not downloaded":
+            if problem != NOT_DOWNLOADED:
                 notes.append(f"{path} {problem}: downloaded it again")
             old = manifest["files"].get(file_name) or {}
             size, sha = download(url, path, headers=remote.headers, progress=progress)
@@ -405,8 +406,11 @@ def resolve_model(name: os.PathLike | str, *, verify: Optional[bool] = None, off
     if bad:
         if offline:
             file_name, problem = next(iter(bad.items()))
+            if problem == NOT_DOWNLOADED:
+                raise ElmoError(f"model '{name}' is not in the cache, and offline mode (ELMO_JAX_OFFLINE) "
+                                "forbids downloading it", directory)
             raise ElmoError(f"model '{name}': cached file {problem}, and offline mode (ELMO_JAX_OFFLINE) "
-                            "forbids downloading it", os.path.join(directory, file_name))
+                            "forbids downloading it again", os.path.join(directory, file_name))
         notes = _fetch(remote, directory, verify, progress)
     return ModelFiles(name, directory, os.path.join(directory, OPTIONS_FILE),
                       os.path.join(directory, WEIGHTS_FILE), tuple(notes))
@@ -418,12 +422,16 @@ def models_dir_for(remote: RemoteModel) -> str:
 
 # --------------------------------------------------------------------------- listing
 def cache_status(directory: str) -> str:
-    """'yes' (both files usable, sizes checked), 'partial' (one, or an unfinished download) or 'no'."""
+    """'yes' (both files usable, sizes checked), 'damaged' (a file fails the size check: it will be
+    downloaded again), 'partial' (one file, or an unfinished download) or 'no'."""
     manifest = _read_manifest(directory)
-    ok = [cache_problem(directory, f, manifest, verify=False) is None for f in (OPTIONS_FILE, WEIGHTS_FILE)]
-    if all(ok):
+    problems = [cache_problem(directory, f, manifest, verify=False) for f in (OPTIONS_FILE, WEIGHTS_FILE)]
+    if all(p is None for p in problems):
         return "yes"
-    started = any(ok) or any(os.path.exists(os.path.join(directory, f + ".part")) for f in (OPTIONS_FILE, WEIGHTS_FILE))
+    if any(p not in (None, NOT_DOWNLOADED) for p in problems):
+        return "damaged"
+    started = None in problems or any(os.path.exists(os.path.join(directory, f + ".part"))
+                                      for f in (OPTIONS_FILE, WEIGHTS_FILE))
     return "partial" if started else "no"
 
 

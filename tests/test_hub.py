@@ -21,9 +21,10 @@ import pytest
 
 from elmo_jax import ElmoEmbedder, ElmoError, load_model
 from elmo_jax.cli import main
-from elmo_jax.hub import resolve_model
+from elmo_jax.hub import list_models, resolve_model
 from elmo_jax.tasks.config import TaskConfig
 from elmo_jax.tasks.loop import resolve_bilm_files
+from elmo_jax.weights import read_hdf5_arrays
 
 # The published layout, written from format.md section 7 (not from elmo_jax.hub's table).
 SMALL = "2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway"
@@ -152,6 +153,10 @@ def assert_cached(directory, blobs):
     assert not list(directory.glob("*.part"))
 
 
+def cached_status() -> dict[str, str]:
+    return {row["id"]: row["cached"] for row in list_models()}
+
+
 def test_download_then_embed_matches_from_files(cache, server, blobs, fixture_dir):
     embedder = ElmoEmbedder.from_pretrained("small", progress=False)
     assert_cached(cache / "small", blobs)
@@ -211,11 +216,14 @@ def test_part_file_of_an_earlier_run_is_resumed_or_restarted(cache, server, blob
     (directory / "weights.hdf5.part").write_bytes(blobs["weights"][:1000])
     resolve_model("small", progress=False)
     assert_cached(directory, blobs)
+    assert cached_status() == {"small": "yes", "medium": "no", "original": "no", "original-5.5b": "no",
+                               "pubmed": "no", "portuguese": "no"}
     assert (BASE + SMALL + "_weights.hdf5", "bytes=1000-") in server.state.requests
     # a server that ignores the range sends the whole file: the transfer restarts, no duplicated prefix
     other = cache / "pubmed"
     other.mkdir()
     (other / "weights.hdf5.part").write_bytes(b"x" * 1000)
+    assert cached_status()["pubmed"] == "partial"
     server.state.ignore_range = True
     resolve_model("pubmed", progress=False)
     assert_cached(other, blobs)
@@ -225,6 +233,7 @@ def test_truncated_cache_file_is_downloaded_again_or_an_error_offline(cache, ser
     resolve_model("small", progress=False)
     weights = cache / "small" / "weights.hdf5"
     weights.write_bytes(blobs["weights"][:-100])
+    assert cached_status()["small"] == "damaged"
     monkeypatch.setenv("ELMO_JAX_OFFLINE", "1")
     with pytest.raises(ElmoError, match="truncated") as err:
         resolve_model("small")
@@ -302,6 +311,8 @@ def test_url_and_hf_names(cache, server, blobs, monkeypatch):
     auth = dict(server.state.auth)
     assert auth["/owner/elmo-repo/resolve/main/weights.hdf5"] == "Bearer hf_test_token"
     assert auth["/cdn/weights.hdf5"] is None
+    listed = cached_status()  # `elmo-jax models` lists them too, by the name they were given
+    assert all(listed[name] == "yes" for name in [*forms.values(), "hf://owner/elmo-repo"]), listed
 
 
 def test_local_directory_and_bad_names(fixture_dir, tmp_path, cache):
@@ -340,6 +351,10 @@ def test_cli_embed_model_matches_files_and_models_lists_it(cache, server, fixtur
         assert sorted(a) == sorted(b) == ["0", "1", "sentence_to_index"]
         for key in ("0", "1"):
             np.testing.assert_array_equal(a[key][()], b[key][()])
+    npz = tmp_path / "small.npz"  # export-npz takes --model too
+    assert main(["export-npz", "--model", "small", "--output", str(npz)]) == 0
+    with np.load(npz) as z:
+        np.testing.assert_array_equal(z["char_embed"], read_hdf5_arrays(fixture_dir / "lm_weights.hdf5")["char_embed"])
     capsys.readouterr()
     assert main(["models"]) == 0
     size = os.path.getsize(fixture_dir / "lm_weights.hdf5") / 1e3
@@ -357,7 +372,7 @@ def test_concurrent_processes_download_once(cache, server, blobs):
     """Two processes resolving the same model: both succeed, the files are intact, and the second
     waits for the first (the lock) instead of downloading again."""
     server.state.delay = 1.0  # each transfer takes long enough for the two processes to overlap
-    code = "from elmo_jax.hub import resolve_model; print(resolve_model('small', progress=False).directory)"
+    code = "from elmo_jax.hub import list_models, resolve_model; print(resolve_model('small', progress=False).directory)"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
