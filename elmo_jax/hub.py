@@ -220,12 +220,16 @@ def _read_manifest(directory: str) -> dict:
     return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else {}
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
+def _hash_file(digest, path: str):
+    """`digest` updated with the bytes of `path` (read in chunks); returns it."""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
+
+
+def sha256_file(path: str) -> str:
+    return _hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def cache_problem(directory: str, file_name: str, manifest: dict, verify: bool) -> Optional[str]:
@@ -300,11 +304,7 @@ def download(url: str, dest: str, *, headers: Optional[dict] = None, progress: b
                 offset = 0  # the server sent the whole file: start again
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
-            digest = hashlib.sha256()
-            if offset:
-                with open(part, "rb") as fh:
-                    for block in iter(lambda: fh.read(CHUNK), b""):
-                        digest.update(block)
+            digest = _hash_file(hashlib.sha256(), part) if offset else hashlib.sha256()  # the resumed prefix
             received, dropped = offset, None
             with open(part, "ab" if offset else "wb") as fh, tqdm(
                     total=total, initial=offset, unit="B", unit_scale=True,
@@ -377,6 +377,8 @@ def _fetch(remote: RemoteModel, directory: str, verify: bool, progress: bool) ->
                                 "delete the directory to accept it)", path)
             manifest["files"][file_name] = {"url": url, "size": size, "sha256": sha}
             _write_manifest(directory, manifest)
+            if file_name == OPTIONS_FILE:  # a bad options file fails now, before the weights' download
+                ModelOptions.from_json(path)
     return notes
 
 

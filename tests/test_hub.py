@@ -397,3 +397,12 @@ def test_train_init_from_a_model_name(cache, server, tmp_path):
         train(tiny_config(tmp_path, max_steps=1, init_from="small"), str(tmp_path / "ft"), progress=False)
     assert str(cache / "small" / "options.json") in str(err.value)
     assert (cache / "small" / "weights.hdf5").is_file()
+
+
+def test_bad_options_fail_before_the_weights_download(cache, server):
+    server.state.files["/broken/options.json"] = b'{"lstm": {"dim": "big"}}'
+    server.state.files["/broken/weights.hdf5"] = b"never requested"
+    with pytest.raises(ElmoError) as err:
+        resolve_model(server.url + "/broken/", progress=False)
+    assert "options.json" in str(err.value) and "\n" not in str(err.value)
+    assert "/broken/weights.hdf5" not in server.paths_requested()
