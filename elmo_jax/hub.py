@@ -184,7 +184,7 @@ def _hf_model(name: str) -> RemoteModel:
     urls = {f: hf_hub_url(repo, f, revision=revision or None, endpoint=endpoint)
             for f in (OPTIONS_FILE, WEIGHTS_FILE)}
     cache_name = "hf_" + _readable(repo.replace("/", "_")) + (f"@{_readable(revision)}" if revision else "")
-    return RemoteModel(name, cache_name, urls, headers=dict(build_hf_headers(library_name="elmo-jax")))
+    return RemoteModel(name, cache_name, urls, headers=dict(build_hf_headers()))
 
 
 def remote_model(name: str) -> Optional[RemoteModel]:

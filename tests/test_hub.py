@@ -351,6 +351,8 @@ def test_cli_embed_model_matches_files_and_models_lists_it(cache, server, fixtur
         assert sorted(a) == sorted(b) == ["0", "1", "sentence_to_index"]
         for key in ("0", "1"):
             np.testing.assert_array_equal(a[key][()], b[key][()])
+    assert main(["models", "--download", "pubmed", "--quiet"]) == 0  # fetch ahead, e.g. before going offline
+    assert cached_status()["pubmed"] == "yes"
     npz = tmp_path / "small.npz"  # export-npz takes --model too
     assert main(["export-npz", "--model", "small", "--output", str(npz)]) == 0
     with np.load(npz) as z:
