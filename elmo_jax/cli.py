@@ -38,6 +38,10 @@ commands and examples:
       elmo-jax perplexity --run-dir runs/tiny --files 'heldout/*.txt'
   export                 a run's checkpoint -> options.json + weights.hdf5 (bilm-tf) + params.npz
       elmo-jax export --run-dir runs/tiny --output-dir exported/
+  import-tf-checkpoint   a bilm-tf TF training checkpoint (softmax, Adagrad state) -> a run directory, no TensorFlow
+      elmo-jax import-tf-checkpoint --checkpoint tf_checkpoint/ --vocab vocab-2016-09-10.txt --output-dir runs/original
+      elmo-jax train --config runs/original/config.json --run-dir runs/tuned \
+          --set init_from=runs/original --set train_files='my_text/*.txt' --set max_steps=1000
   build-vocab            frequency-sorted vocabulary of a corpus (bilm-tf format)
       elmo-jax build-vocab --corpus 'corpus/*.txt' --output vocab.txt --min-count 2
   plot                   learning curve PNG of a run
@@ -254,6 +258,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_tf_checkpoint(args: argparse.Namespace) -> int:
+    from .train.tfimport import import_tf_checkpoint
+
+    result = import_tf_checkpoint(args.checkpoint, args.vocab, args.output_dir, options_file=args.options,
+                                  progress=not args.quiet)
+    _print_notes(result["notes"])
+    print(f"elmo-jax: imported {result['checkpoint']} (step {result['step']}, {result['vocab_size']} words) -> "
+          f"{result['run_dir']}; fine-tune with: elmo-jax train --config {result['run_dir']}/config.json "
+          f"--run-dir RUN --set init_from={result['run_dir']} --set train_files='TEXT/*.txt'", file=sys.stderr)
+    return 0
+
+
 def cmd_build_vocab(args: argparse.Namespace) -> int:
     from .vocab import build_vocab, resolve_files
 
@@ -338,6 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+
+    p = add("import-tf-checkpoint", cmd_import_tf_checkpoint,
+            "Import a bilm-tf TensorFlow training checkpoint (softmax and Adagrad state included) as a run "
+            "directory for perplexity, export and fine-tuning (train with init_from); no TensorFlow needed.")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint directory (with its 'checkpoint' file) or prefix such as DIR/model.ckpt-935588")
+    p.add_argument("--vocab", required=True, help="the vocabulary the model was trained with (one word per line)")
+    p.add_argument("--output-dir", required=True, help="the run directory to write (new or empty)")
+    p.add_argument("--options", help="bilm-tf options.json (default: options.json next to the checkpoint)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("build-vocab", cmd_build_vocab, "Build a bilm-tf vocabulary (<S>, </S>, <UNK>, then by frequency).")
     p.add_argument("--corpus", required=True, help="glob of one-sentence-per-line files")

@@ -56,6 +56,7 @@ class TrainConfig(ConfigBase):
     fused_backward: bool = False  # hand-written LSTM backward pass (weight gradients as one matmul each)
     shard_softmax: Literal["auto", "true", "false"] = "auto"  # shard the softmax rows over devices
     init_from: Optional[str] = None  # fine-tune: a run dir (restart.py), an export dir or a model name (original, URL)
+    init_optimizer_state: bool = True  # init_from a run dir: continue its optimizer state (false: a fresh one)
 
     # ------------------------------------------------------------------ validation
     def validate(self, source: Optional[str] = None) -> "TrainConfig":

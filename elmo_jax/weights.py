@@ -65,6 +65,24 @@ def expected_shapes(options: ModelOptions) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+#: TF variable-name parts of a bilm-tf training graph's LSTM (`lm/RNN_{d}/rnn/...`) and the hdf5
+#: leaf each becomes under bilm-tf's `dump_weights` (format.md sections 1 and 7).
+_TF_LSTM_LEAVES = {"W_0": "kernel", "B": "bias", "W_P_0": "projection/kernel"}
+
+
+def tf_variable_name(name: str) -> str:
+    """The bilm-tf training-checkpoint variable of a weight-file dataset: the inverse of bilm-tf's
+    `dump_weights` renaming (`lm/` prefix; `/rnn/multi_rnn_cell/cell_{l}/lstm_cell/` and
+    kernel/bias/projection/kernel for W_0/B/W_P_0). E.g. 'RNN_1/RNN/MultiRNNCell/Cell0/LSTMCell/W_P_0'
+    -> 'lm/RNN_1/rnn/multi_rnn_cell/cell_0/lstm_cell/projection/kernel'."""
+    parts = name.split("/")
+    if len(parts) == 6 and parts[0].startswith("RNN_") and parts[1:3] == ["RNN", "MultiRNNCell"] \
+            and parts[3].startswith("Cell") and parts[4] == "LSTMCell" and parts[5] in _TF_LSTM_LEAVES:
+        return (f"lm/{parts[0]}/rnn/multi_rnn_cell/cell_{parts[3][len('Cell'):]}/lstm_cell/"
+                f"{_TF_LSTM_LEAVES[parts[5]]}")
+    return "lm/" + name
+
+
 def params_to_arrays(params: Params, options: ModelOptions) -> dict[str, np.ndarray]:
     """Params pytree -> {bilm-tf name: float32 array in the bilm-tf layout}."""
     params = params.get("params", params)

@@ -99,12 +99,19 @@ def warn(message: str) -> None:
 class Checkpoints:
     """Save/restore `{state, data, meta}` every N steps, keeping the last K."""
 
-    def __init__(self, directory: str, keep: int = 2, async_save: bool = True):
+    def __init__(self, directory: str, keep: int = 2, async_save: bool = True, use_ocdbt: bool = True):
+        """`use_ocdbt=False` writes the state's arrays as plain zarr files, chunk by chunk (with
+        `save(chunk_bytes=...)`): memory stays bounded when the state is memory-mapped host arrays
+        (OCDBT holds a whole save's data until it commits). Restoring reads either format."""
         self.directory = os.path.abspath(directory)
+        handlers = None if use_ocdbt else {"state": ocp.StandardCheckpointHandler(use_ocdbt=False),
+                                           "data": ocp.StandardCheckpointHandler(),
+                                           "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                                 enable_async_checkpointing=async_save))
+                                                 enable_async_checkpointing=async_save),
+            item_handlers=handlers)
         self._pending: Optional[int] = None  # step of an asynchronous save not yet known complete
         self._unreadable: dict[int, str] = {}  # step -> reason, found by this process
 
@@ -244,13 +251,17 @@ class Checkpoints:
             self.manager.reload()
 
     # ------------------------------------------------------------------ saving
-    def save(self, step: int, state: Any, data: Any, meta: dict, force: bool = False) -> bool:
+    def save(self, step: int, state: Any, data: Any, meta: dict, force: bool = False,
+             chunk_bytes: Optional[int] = None) -> bool:
         """Start saving `step` (asynchronously unless `async_save=False`). Raises CheckpointError if
-        this save, or the previous asynchronous one, failed; the checkpoints before it are kept."""
+        this save, or the previous asynchronous one, failed; the checkpoints before it are kept.
+        `chunk_bytes` bounds the size of each stored chunk of the state's arrays."""
         self.wait()
+        save_args = None if chunk_bytes is None else jax.tree_util.tree_map(
+            lambda _: ocp.SaveArgs(chunk_byte_size=chunk_bytes), state)
         try:
             saved = self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.StandardSave(data),
+                state=ocp.args.StandardSave(state, save_args=save_args), data=ocp.args.StandardSave(data),
                 meta=ocp.args.JsonSave(meta)), force=force)
         except Exception as e:
             raise self._save_failed(step, e) from e

@@ -48,7 +48,7 @@ from .batching import Bucket, StepInputs
 from .checkpoint import CheckpointError, Checkpoints, abstract_tree
 from .metrics import IntervalMeans, MetricsWriter
 from .preemption import PreemptionGuard
-from .rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR, check_compatible,
+from .rundir import (CHECKPOINT_DIR, CONFIG_FILE, IMPORTED_KEY, METRICS_FILE, TENSORBOARD_DIR, check_compatible,
                      checkpoint_meta, data_abstract, load_run_params, resolve_data, resolve_vocab_path)
 from .runlock import RunLock
 from .step import init_state, make_eval_step, make_optimizer, make_train_step
@@ -262,6 +262,10 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
     vocab_size = len(vocab)
 
     def check(meta, where):
+        if meta.get(IMPORTED_KEY):
+            raise CheckpointError(f"the run directory holds a checkpoint imported from TensorFlow "
+                                  f"({meta[IMPORTED_KEY]}); fine-tune it in a new run directory with "
+                                  f"--set init_from={run_dir}", run_dir)
         check_compatible(meta, cfg, vocab_size, where)
 
     if ckpts.all_steps():
@@ -417,9 +421,11 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
 
 def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dict:
     """Fine-tuning start. `init_from` is either
-    - a run directory (config.json + checkpoints/): bilm-tf's restart.py, i.e. params AND optimizer
-      state of its latest checkpoint, then a new run (step 0, zero LSTM state, new data order) on
-      this config's text; the model shape and vocabulary size must match; or
+    - a run directory (config.json + checkpoints/, e.g. one `import-tf-checkpoint` wrote): bilm-tf's
+      restart.py, i.e. params AND optimizer state of its latest checkpoint (params only, with a
+      fresh optimizer, when `init_optimizer_state` is false), then a new run (step 0, zero LSTM
+      state, new data order) on this config's text; the model shape and vocabulary size must
+      match; or
     - an export / bilm-tf directory (options.json + weights.hdf5), or a model name (`elmo_jax.hub`:
       a published id such as "original", a URL, hf://owner/repo), resolved to one: the biLM
       weights; the softmax is taken from its params.npz when its vocab.txt equals this run's
@@ -449,6 +455,13 @@ def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dic
 
 
 def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, src: str) -> dict:
+    """The params and (with `init_optimizer_state`) the optimizer state of a run's latest checkpoint."""
+    if not cfg.init_optimizer_state:
+        _, params, step, meta = load_run_params(src)  # read with the source run's own optimizer layout
+        check_compatible(meta, cfg, vocab_size, os.path.join(src, CHECKPOINT_DIR, str(step)))
+        params = jax.tree_util.tree_map(lambda x, s: jax.device_put(x, s), params, state_sh["params"])
+        opt_state = jax.jit(make_optimizer(cfg).init, out_shardings=state_sh["opt_state"])(params)
+        return {**state, "params": params, "opt_state": opt_state}
     ckpts = Checkpoints(os.path.join(src, CHECKPOINT_DIR), async_save=False)
     try:
         step = ckpts.latest_step()

@@ -28,6 +28,8 @@ from .tensorboard import TENSORBOARD_DIR  # noqa: F401
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+#: Checkpoint meta key of a run written by `import-tf-checkpoint`: the TF checkpoint prefix.
+IMPORTED_KEY = "imported_from"
 
 
 def resolve_vocab_path(cfg: TrainConfig) -> str:
