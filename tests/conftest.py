@@ -42,6 +42,22 @@ def fixture_dir() -> Path:
     return FIXTURE_DIR
 
 
+TF_CHECKPOINT_DIR = FIXTURE_DIR.parent / "bilm-tf-checkpoint"
+TF_CHECKPOINT_FILES = ("checkpoint", "model.ckpt-120.index", "model.ckpt-120.data-00000-of-00001", "options.json",
+                       "reference.json", "weights.hdf5", "vocab.txt", "data.txt")
+
+
+@pytest.fixture(scope="session")
+def tf_checkpoint_dir() -> Path:
+    """`<repo>/../shared/fixtures/bilm-tf-checkpoint` (a training checkpoint bilm-tf wrote, with its
+    dump_weights hdf5 and test() perplexity), or skip naming what is missing."""
+    missing = [f for f in TF_CHECKPOINT_FILES if not (TF_CHECKPOINT_DIR / f).is_file()]
+    if missing:
+        pytest.skip(f"bilm-tf checkpoint fixture incomplete or absent: {', '.join(missing)} missing in "
+                    f"{TF_CHECKPOINT_DIR}")
+    return TF_CHECKPOINT_DIR
+
+
 def bilm_tf_shapes(options: ModelOptions) -> dict[str, tuple[int, ...]]:
     """Dataset name -> shape of a bilm-tf weight file, written from format.md section 1 (not from
     `elmo_jax.weights`, so the two can be compared)."""

@@ -11,22 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TF_CHECKPOINT_FILES
 from elmo_jax.tfcheckpoint import TFCheckpoint, TFCheckpointError, crc32c, mask_crc, resolve_prefix
 from elmo_jax.weights import read_hdf5_arrays, tf_variable_name
 from tf_bundle import bilm_tf_variables, write_bundle
-
-CKPT_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bilm-tf-checkpoint"
-CKPT_FILES = ("checkpoint", "model.ckpt-120.index", "model.ckpt-120.data-00000-of-00001", "options.json",
-              "reference.json", "weights.hdf5", "vocab.txt", "data.txt")
-
-
-@pytest.fixture(scope="session")
-def tf_checkpoint_dir() -> Path:
-    """`<repo>/../shared/fixtures/bilm-tf-checkpoint` (written by bilm-tf), or skip naming what is missing."""
-    missing = [f for f in CKPT_FILES if not (CKPT_DIR / f).is_file()]
-    if missing:
-        pytest.skip(f"bilm-tf checkpoint fixture incomplete or absent: {', '.join(missing)} missing in {CKPT_DIR}")
-    return CKPT_DIR
 
 
 def test_crc32c_and_mask():
@@ -169,6 +157,6 @@ def test_writer_names_match_bilm_tf(tf_checkpoint_dir, tmp_path):
     assert set(bilm_tf_variables(dumped)) <= set(ckpt.entries)
     assert {tf_variable_name(n) for n in dumped} == set(bilm_tf_variables(dumped))
     (tmp_path / "copy").mkdir()
-    for name in CKPT_FILES[1:3]:  # no `checkpoint` state file: the only *.index is used
+    for name in TF_CHECKPOINT_FILES[1:3]:  # no `checkpoint` state file: the only *.index is used
         shutil.copyfile(tf_checkpoint_dir / name, tmp_path / "copy" / name)
     assert TFCheckpoint(tmp_path / "copy").names == ckpt.names
