@@ -278,3 +278,28 @@ def test_one_billion_word_vocabulary_size(tmp_path):
     ckpt = TFCheckpoint(ckpt_dir)
     np.testing.assert_array_equal(params["softmax"]["W"], ckpt.array("lm/softmax/W"))
     np.testing.assert_array_equal(params["softmax"]["b"], ckpt.array("lm/softmax/b"))
+
+
+BILM_TF_3LAYER = Path(__file__).resolve().parent / "data" / "bilm_tf_3layer_tanh"
+
+
+def test_other_shape_written_by_bilm_tf(tmp_path):
+    """A checkpoint bilm-tf wrote for another shape (3 layers, no skip connections, tanh, 2 highway
+    layers; tests/data/bilm_tf_3layer_tanh/generate.py): test() perplexity at batch size 1 and
+    dump_weights reproduced."""
+    src = BILM_TF_3LAYER
+    run = str(tmp_path / "run")
+    code, _, err = cli("import-tf-checkpoint", "--checkpoint", str(src), "--vocab", str(src / "vocab.txt"),
+                       "--output-dir", run, "--quiet")
+    assert code == 0, err
+    code, out, err = cli("perplexity", "--run-dir", run, "--files", str(src / "data.txt"), "--batch-size", "1")
+    assert code == 0, err
+    reference = json.loads((src / "reference.json").read_text())
+    assert json.loads(out)["perplexity_average"] == pytest.approx(reference["perplexity_batch1"], rel=1e-4)
+    code, _, err = cli("export", "--run-dir", run, "--output-dir", str(tmp_path / "export"))
+    assert code == 0, err
+    ours = read_hdf5_arrays(tmp_path / "export" / "weights.hdf5")
+    theirs = read_hdf5_arrays(src / "weights.hdf5")
+    assert ours.keys() == theirs.keys() and len(theirs) == 1 + 6 + 8 + 2 + 18
+    for name in theirs:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)

@@ -30,10 +30,16 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(bytes(data))
+CHUNK = 64 << 20
+
+
+def _mask(crc: int) -> int:
     rotated = ((crc >> 15) | ((crc << 17) & 0xFFFFFFFF)) & 0xFFFFFFFF
     return (rotated + 0xA282EAD8) % (1 << 32)
+
+
+def _masked_crc(data: bytes) -> int:
+    return _mask(google_crc32c.value(bytes(data)))
 
 
 def _field_varint(field: int, value: int) -> bytes:
@@ -87,19 +93,29 @@ class _Table:
 def write_bundle(prefix: str, arrays: Mapping[str, np.ndarray], num_shards: int = 1, snappy: bool = False,
                  block_entries: int = 1000, restart_interval: int = 16) -> None:
     """Write `arrays` as the TF checkpoint `prefix` (`.index` + `.data-*` shards, variables spread
-    round-robin over the shards) plus a `checkpoint` state file beside it."""
+    round-robin over the shards) plus a `checkpoint` state file beside it. Arrays are written
+    `CHUNK` bytes at a time (memory maps of any size are fine)."""
     names = sorted(arrays)
-    shards = [bytearray() for _ in range(num_shards)]
     entries: list[tuple[bytes, bytes]] = []
     header = _field_varint(1, num_shards) + _field_bytes(3, _field_varint(1, 1))
     entries.append((b"", header))
-    for i, name in enumerate(names):
-        a = np.asarray(arrays[name], order="C")
-        raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        shard = i % num_shards
-        entries.append((name.encode(), _entry_proto(TF_DTYPES[a.dtype], a.shape, shard, len(shards[shard]),
-                                                     len(raw), _masked_crc(raw))))
-        shards[shard] += raw
+    shards = [open(f"{prefix}.data-{k:05d}-of-{num_shards:05d}", "wb") for k in range(num_shards)]
+    try:
+        for i, name in enumerate(names):
+            a = np.asarray(arrays[name], order="C")
+            a = a if a.dtype.byteorder in "=|<" else a.astype(a.dtype.newbyteorder("<"))
+            flat = a.reshape(-1).view(np.uint8)
+            shard, crc = shards[i % num_shards], 0
+            offset = shard.tell()
+            for start in range(0, flat.size, CHUNK):
+                data = flat[start:start + CHUNK].tobytes()
+                shard.write(data)
+                crc = google_crc32c.extend(crc, data)
+            entries.append((name.encode(), _entry_proto(TF_DTYPES[a.dtype], a.shape, i % num_shards, offset,
+                                                         flat.size, _mask(crc))))
+    finally:
+        for fh in shards:
+            fh.close()
     table = _Table(snappy)
     index_entries = []
     for start in range(0, len(entries), block_entries):
@@ -112,9 +128,6 @@ def write_bundle(prefix: str, arrays: Mapping[str, np.ndarray], num_shards: int 
     footer += b"\0" * (40 - len(footer)) + struct.pack("<Q", 0xDB4775248B80FB57)
     with open(prefix + ".index", "wb") as fh:
         fh.write(bytes(table.data) + footer)
-    for k, data in enumerate(shards):
-        with open(f"{prefix}.data-{k:05d}-of-{num_shards:05d}", "wb") as fh:
-            fh.write(bytes(data))
     with open(os.path.join(os.path.dirname(prefix), "checkpoint"), "w", encoding="utf-8") as fh:
         base = os.path.basename(prefix)
         fh.write(f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n')
