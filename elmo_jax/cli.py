@@ -38,7 +38,7 @@ commands and examples:
       elmo-jax perplexity --run-dir runs/tiny --files 'heldout/*.txt'
   export                 a run's checkpoint -> options.json + weights.hdf5 (bilm-tf) + params.npz
       elmo-jax export --run-dir runs/tiny --output-dir exported/
-  import-tf-checkpoint   a bilm-tf TF training checkpoint (softmax, Adagrad state) -> a run directory, no TensorFlow
+  import-tf-checkpoint   bilm-tf TF training checkpoint (softmax, Adagrad state) -> run directory, no TF
       elmo-jax import-tf-checkpoint --checkpoint tf_checkpoint/ --vocab vocab-2016-09-10.txt --output-dir runs/original
       elmo-jax train --config runs/original/config.json --run-dir runs/tuned \
           --set init_from=runs/original --set train_files='my_text/*.txt' --set max_steps=1000

@@ -193,6 +193,11 @@ def test_errors_are_one_line_before_any_output(imported, tf_checkpoint_dir, tmp_
     code, _, err = cli("import-tf-checkpoint", "--checkpoint", str(lone / "model.ckpt-120"), "--vocab",
                        str(src / "vocab.txt"), "--output-dir", str(tmp_path / "c"), "--quiet")
     assert code == 1 and "pass --options" in err and err.count("\n") == 1
+    os.remove(lone / "model.ckpt-120.data-00000-of-00001")
+    code, _, err = cli("import-tf-checkpoint", "--checkpoint", str(lone), "--vocab", str(src / "vocab.txt"),
+                       "--options", str(src / "options.json"), "--output-dir", str(tmp_path / "c"), "--quiet")
+    assert code == 1 and err.count("\n") == 1 and not (tmp_path / "c").exists()
+    assert f"{lone / 'model.ckpt-120.data-00000-of-00001'}: missing data shard 0 of 1" in err
 
     # resuming the imported directory itself is refused with the way to fine-tune it
     code, _, err = cli("train", "--config", str(Path(imported) / "config.json"), "--run-dir", imported,

@@ -67,7 +67,8 @@ def _unshared(x: Any) -> ReadOnlyArray:
     return np.asarray(x).view(ReadOnlyArray)
 
 
-def config_from_options(options: ModelOptions, vocab_path: str, vocab_size: int, source: str) -> tuple[TrainConfig, list[str]]:
+def config_from_options(options: ModelOptions, vocab_path: str, vocab_size: int,
+                        source: str) -> tuple[TrainConfig, list[str]]:
     """The run's TrainConfig: the model, the training keys bilm-tf keeps in options.json, bilm-tf's
     optimizer (Adagrad, initial accumulator 1.0) and the vocabulary. Returns (config, notes)."""
     extra, notes = options.extra, []
