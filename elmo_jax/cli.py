@@ -100,7 +100,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise ElmoError("input file not found" if not os.path.exists(args.input) else "input is not a file",
                         args.input)
     enable_compilation_cache()
-    embedder = ElmoEmbedder.from_files(*_model_files(args), batch_size=args.batch_size,
+    embedder = ElmoEmbedder.from_files(*_model_files(args), vocab_file=args.vocab, batch_size=args.batch_size,
                                        stateful=args.stateful, dtype=_dtype(args.dtype))
     _print_notes(embedder.notes)
     sentence_to_index: dict[str, str] = {}  # as AllenNLP's `elmo` command writes it
@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="hdf5 output: one dataset per line, named by line number")
     p.add_argument("--layers", choices=("all", "top", "average"), default="all",
                    help="all: (L+1, n, 2P); top: the last layer; average: mean of the layers")
+    p.add_argument("--vocab", help="the vocabulary of a word-input biLM (or a word channel): one word per line; "
+                   "words not in it get <UNK>")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--stateful", action="store_true",
                    help="carry each batch row's LSTM state to the next batch, as bilm-tf/AllenNLP do")

@@ -57,6 +57,9 @@ class TrainConfig(ConfigBase):
     shard_softmax: Literal["auto", "true", "false"] = "auto"  # shard the softmax rows over devices
     init_from: Optional[str] = None  # fine-tune: a run dir (restart.py), an export dir or a model name (original, URL)
     init_optimizer_state: bool = True  # init_from a run dir: continue its optimizer state (false: a fresh one)
+    word_vectors: Optional[str] = None  # GloVe text file: initial word embedding (word input) or word channel
+    word_vectors_projection: Literal["none", "pca", "random"] = "none"  # GloVe dim != target dim: how to map
+    freeze_word_vectors: bool = False  # keep the word embedding / word channel fixed (input side)
 
     # ------------------------------------------------------------------ validation
     def validate(self, source: Optional[str] = None) -> "TrainConfig":
@@ -69,6 +72,16 @@ class TrainConfig(ConfigBase):
             non_negative=("n_negative_samples", "eval_every", "seed"), probability=("dropout",),
             positive_number=("learning_rate", "n_epochs"), at_least_zero=("clip_norm", "initial_accumulator"))
         self.model.validate(source)
+        m = self.model
+        if self.freeze_word_vectors and m.char_inputs and not m.word_channel_dim:
+            raise ConfigError("config key 'freeze_word_vectors' needs a word-input model or a word channel "
+                              "(model.char_cnn.word_channel_dim)", source)
+        if self.freeze_word_vectors and m.share_embedding_softmax:
+            raise ConfigError("config key 'freeze_word_vectors' would freeze the softmax too: the model shares "
+                              "its embedding with the softmax (share_embedding_softmax)", source)
+        if self.word_vectors is not None and m.char_inputs and not m.word_channel_dim:
+            raise ConfigError("config key 'word_vectors' needs a word-input model (options without char_cnn) or "
+                              "a word channel (model.char_cnn.word_channel_dim > 0)", source)
         return self
 
 

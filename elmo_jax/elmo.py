@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .modules.bilm import BiLM
+from .modules.bilm import BiLM, check_input_ids
 from .modules.scalar_mix import ScalarMix
 from .options import ModelOptions
 
@@ -49,6 +49,11 @@ class Elmo(nn.Module):
     `requires_grad` (fine-tuning). The char axis may be cut to the longest word's end-of-word
     slot plus the widest filter: the result is the same (see `ElmoEmbedder._encode_chars`).
 
+    Word-input biLMs (options without `char_cnn`) take no characters: `token_ids` are either rows
+    of a cached table (`vocab_size` set, as above) or, without `vocab_size`, the biLM's own
+    vocabulary ids + 1 (0 = padding), which runs the embedding lookup (and fine-tunes it with
+    `requires_grad`). A forward-only LM gives [B, T-2, P].
+
     Returns {'elmo_representations': list of [B, T-2, 2P], 'mask': bool [B, T-2]}."""
 
     options: ModelOptions
@@ -69,7 +74,11 @@ class Elmo(nn.Module):
         bilm = BiLM(opts, self.dtype, self.precision, name="bilm")
         if char_ids is None and token_ids is None:
             raise ValueError("Elmo needs char_ids or token_ids")
-        if word_chars is not None:
+        if not opts.char_inputs and (char_ids is not None or word_chars is not None):
+            check_input_ids(opts, char_ids if char_ids is not None else word_chars[None])
+        if not opts.char_inputs and self.vocab_size is None:
+            out = bilm(token_ids)  # the biLM's vocabulary ids + 1
+        elif word_chars is not None:
             if token_ids is None or char_ids is not None:
                 raise ValueError("word_chars input needs token_ids (rows of word_chars) and no char_ids")
             tokens = jnp.take(bilm.encode_tokens(word_chars), token_ids, axis=0)  # [B, T, P]
@@ -86,6 +95,8 @@ class Elmo(nn.Module):
                 mask = jnp.any(char_ids > 0, axis=-1)
             else:
                 mask = token_ids != 0
+            if not opts.char_inputs and self.is_initializing():
+                bilm.encode_tokens(jnp.ones((1,), jnp.int32))  # create the word embedding (params match files)
             out = bilm.from_token_embeddings(tokens, mask)
         else:
             out = bilm(char_ids)
@@ -109,7 +120,7 @@ class Elmo(nn.Module):
 def init_elmo(elmo: Elmo, bilm_params: dict, rng: jax.Array, char_ids: Optional[jax.Array] = None,
               token_ids: Optional[jax.Array] = None, token_table: Optional[Any] = None) -> dict:
     """Initialise `elmo`'s variables and put pretrained biLM params (and a token table) in place."""
-    variables = elmo.init(rng, char_ids, token_ids)
+    variables = jax.jit(elmo.init)(rng, char_ids, token_ids)  # jitted: an eager init runs the scans op by op
     # keep the state collections only (not e.g. the 'losses' sown during init)
     variables = {k: v for k, v in variables.items() if k in ("params", CACHE_COLLECTION)}
     params = dict(variables["params"])

@@ -18,6 +18,10 @@ Modes. Deterministic (default): every sentence starts from zero state, so its ve
 depend on its batch, row or padding. Stateful (`stateful=True`): as bilm-tf and AllenNLP, each
 batch row keeps its LSTM state from the previous call (format.md section 3.9); batches are
 consecutive input sentences in input order, never reordered.
+
+Word-input biLMs (options without `char_cnn`) and char models with a word channel read words by
+vocabulary id: pass their vocabulary (`vocab=`, `from_files(..., vocab_file=)`); words not in it
+get `<UNK>`'s id, as bilm-tf's `TokenBatcher` does. A forward-only LM gives P-wide layers.
 """
 from __future__ import annotations
 
@@ -31,8 +35,10 @@ import numpy as np
 
 from .chars import BOS_TOKEN, EOS_TOKEN, CharIdCache, check_sentences
 from .distinct import SHIFTED_PADDING, char_cut_needs, distinct_words
+from .errors import InputError
 from .modules.bilm import BiLM
 from .options import ModelOptions
+from .vocab import Vocabulary
 from .weights import Params, load_model
 
 #: Padded sequence lengths (markers included). Longer rows round up to a multiple of 128.
@@ -71,9 +77,17 @@ class ElmoEmbedder:
         token_cache_size: int = 100_000,
         hoist_input: bool = False,
         sort_window: int = 32,
+        vocab: Optional[Vocabulary] = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if options.needs_vocab:
+            if vocab is None:
+                kind = "a word-input biLM" if not options.char_inputs else "a char biLM with a word channel"
+                raise InputError(f"the options describe {kind}: it needs the vocabulary it was trained with "
+                                 "(vocab=..., or --vocab vocab.txt on the command line)")
+            options = options.with_vocab_size(len(vocab), vocab.source)
+        self.vocab = vocab
         self.options = options
         self.batch_size = batch_size
         self.stateful = stateful
@@ -88,15 +102,15 @@ class ElmoEmbedder:
         self.notes: list[str] = []  # weight-conversion notes (`from_files` fills them)
         model = self.model
 
-        def encode(p, ids):
-            return model.apply({"params": p}, ids, method=BiLM.encode_tokens).astype(jnp.float32)
+        def encode(p, ids, word_ids):
+            return model.apply({"params": p}, ids, word_ids=word_ids, method=BiLM.encode_tokens).astype(jnp.float32)
 
         def run_lstm(p, tokens, mask, state):
             out = model.apply({"params": p}, tokens, mask, state, method=BiLM.from_token_embeddings)
             return out["layers"].astype(jnp.float32), out["final_state"]
 
-        def run_chars(p, ids, state):
-            out = model.apply({"params": p}, ids, state)
+        def run_chars(p, ids, state, word_ids):
+            out = model.apply({"params": p}, ids, state, word_ids=word_ids)
             return out["layers"].astype(jnp.float32), out["final_state"]
 
         self._encode = jax.jit(encode)
@@ -109,9 +123,10 @@ class ElmoEmbedder:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_files(cls, options_file: os.PathLike | str, weight_file: os.PathLike | str,
-                   **kwargs: Any) -> "ElmoEmbedder":
-        """Load bilm-tf/AllenNLP `options.json` + `weights.hdf5` (conversion notes in `.notes`)."""
-        return cls._with_notes(*load_model(options_file, weight_file), **kwargs)
+                   vocab_file: Optional[os.PathLike | str] = None, **kwargs: Any) -> "ElmoEmbedder":
+        """Load bilm-tf/AllenNLP `options.json` + `weights.hdf5` (conversion notes in `.notes`);
+        `vocab_file` for a word-input model (or a word channel)."""
+        return cls._with_notes(*load_model(options_file, weight_file), vocab_file=vocab_file, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: os.PathLike | str, *, verify: Optional[bool] = None,
@@ -120,11 +135,14 @@ class ElmoEmbedder:
         `pubmed`, `portuguese`), a URL, `hf://owner/repo`, or a directory with options.json +
         weights.hdf5; downloads are cached (`elmo_jax.hub`). `verify`: also check the cached
         files' sha256; `offline`: no network (default `$ELMO_JAX_OFFLINE`). Other keyword
-        arguments go to the constructor (batch_size, stateful, dtype, ...)."""
+        arguments go to the constructor (batch_size, stateful, dtype, vocab, ...)."""
         return cls._with_notes(*load_model(name, verify=verify, offline=offline, progress=progress), **kwargs)
 
     @classmethod
-    def _with_notes(cls, options: ModelOptions, params: Params, notes: list[str], **kwargs: Any) -> "ElmoEmbedder":
+    def _with_notes(cls, options: ModelOptions, params: Params, notes: list[str],
+                    vocab_file: Optional[os.PathLike | str] = None, **kwargs: Any) -> "ElmoEmbedder":
+        if vocab_file is not None and "vocab" not in kwargs:
+            kwargs["vocab"] = Vocabulary.from_file(vocab_file)
         embedder = cls(options, params, **kwargs)
         embedder.notes = notes
         return embedder
@@ -134,8 +152,8 @@ class ElmoEmbedder:
         """Zero every row's carried LSTM state (stateful mode)."""
         opts = self.options
         p = opts.projection_dim if opts.has_lstm_projection else opts.lstm_dim
-        self._state_h = np.zeros((opts.n_layers, 2, 0, p), np.float32)
-        self._state_c = np.zeros((opts.n_layers, 2, 0, opts.lstm_dim), np.float32)
+        self._state_h = np.zeros((opts.n_layers, opts.n_directions, 0, p), np.float32)
+        self._state_c = np.zeros((opts.n_layers, opts.n_directions, 0, opts.lstm_dim), np.float32)
 
     def _initial_state(self, rows: int, padded_rows: int) -> dict[str, np.ndarray]:
         opts = self.options
@@ -158,8 +176,12 @@ class ElmoEmbedder:
         self._state_c[:, :, :rows] = c[:, :, :rows]
 
     # ------------------------------------------------------------------ token vectors
-    def _encode_chars(self, ids: np.ndarray) -> np.ndarray:
-        """Token vectors [N, P] of shifted char ids [N, C], in bucketed calls.
+    def _word_ids(self, words: Sequence[str]) -> np.ndarray:
+        """Shifted vocabulary ids (index + 1; OOV -> <UNK>) int32 [len(words)]."""
+        return np.fromiter((self.vocab.word_to_id(w) + 1 for w in words), np.int32, len(words))
+
+    def _encode_chars(self, ids: np.ndarray, word_ids: Optional[np.ndarray] = None) -> np.ndarray:
+        """Token vectors [N, P] of shifted char ids [N, C] (and word-channel ids [N]), in bucketed calls.
 
         Each call encodes distinct words with the char axis cut to what they need (exact, see
         `elmo_jax.distinct`). Words are sorted by that need so that most chunks use a short cut
@@ -171,7 +193,11 @@ class ElmoEmbedder:
         for start in range(0, len(ids), ENCODE_CHUNK):
             idx = order[start:start + ENCODE_CHUNK]
             chars, inverse, _ = distinct_words(idx, ids, need, min_rows=ENCODE_MIN_ROWS)
-            out[idx] = np.asarray(self._encode(self.params, chars))[inverse]
+            wids = None
+            if word_ids is not None:  # rows of `chars` are the sorted idx, then padding
+                wids = np.zeros(len(chars), np.int32)
+                wids[:len(idx)] = word_ids[np.sort(idx)]
+            out[idx] = np.asarray(self._encode(self.params, chars, wids))[inverse]
         return out
 
     def token_embeddings(self, words: Sequence[str]) -> np.ndarray:
@@ -180,7 +206,10 @@ class ElmoEmbedder:
         words = check_sentences([list(words)])[0]
         if not words:
             return np.zeros((0, self.options.projection_dim), np.float32)
-        return self._encode_chars(np.stack([self._char_ids(w) for w in words]))
+        if not self.options.char_inputs:  # a row of the word embedding (exact: no compute)
+            return np.asarray(self.params["token_encoder"]["embedding"], np.float32)[self._word_ids(words) - 1]
+        word_ids = self._word_ids(words) if self.options.word_channel_dim else None
+        return self._encode_chars(np.stack([self._char_ids(w) for w in words]), word_ids)
 
     def _cached_rows(self, words: Iterable[str]) -> None:
         """Make sure every word has a row in the token cache (encoding the missing ones)."""
@@ -215,11 +244,18 @@ class ElmoEmbedder:
             tokens = self._token_table[index]  # [B', T', P]; padding rows are masked out
             layers, final = self._run_lstm(self.params, tokens, mask, state)
         else:
-            ids = np.zeros((padded_rows, width, self.options.max_characters_per_token), np.int32)
-            for b, s in enumerate(sentences):
-                for t, w in enumerate([BOS_TOKEN, *s, EOS_TOKEN]):
-                    ids[b, t] = self._char_ids(w)
-            layers, final = self._run_chars(self.params, ids, state)
+            word_ids = np.zeros((padded_rows, width), np.int32) if self.options.needs_vocab else None
+            if word_ids is not None:
+                for b, s in enumerate(sentences):
+                    word_ids[b, :len(s) + 2] = self._word_ids([BOS_TOKEN, *s, EOS_TOKEN])
+            if self.options.char_inputs:
+                ids = np.zeros((padded_rows, width, self.options.max_characters_per_token), np.int32)
+                for b, s in enumerate(sentences):
+                    for t, w in enumerate([BOS_TOKEN, *s, EOS_TOKEN]):
+                        ids[b, t] = self._char_ids(w)
+            else:
+                ids, word_ids = word_ids, None
+            layers, final = self._run_chars(self.params, ids, state, word_ids)
         if self.stateful:
             self._store_state(final, rows)
         return layers, lengths
@@ -323,7 +359,8 @@ def dump_token_embeddings(options_file: os.PathLike | str, weight_file: os.PathL
     vocab = [w for w in vocab if w]
     if not vocab:
         raise InputError("vocabulary file is empty", vocab_file)
-    embedder = ElmoEmbedder.from_files(options_file, weight_file)
+    options = ModelOptions.from_json(options_file)
+    embedder = ElmoEmbedder.from_files(options_file, weight_file, vocab_file if options.needs_vocab else None)
     table = embedder.token_embeddings(vocab)
     with atomic_output(output_file, suffix=".hdf5.tmp") as tmp:
         with h5py.File(tmp, "w") as f:

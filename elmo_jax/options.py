@@ -2,7 +2,17 @@
 
 `ModelOptions` holds the keys the model reads (see `../shared/docs/format.md`, section 1); any
 other key of the file (bilm-tf's training keys such as `n_epochs`, `unroll_steps`, `dropout`,
-`n_tokens_vocab`, ...) is kept verbatim in `extra` and written back unchanged.
+...) is kept verbatim in `extra` and written back unchanged.
+
+Model kinds, as bilm-tf decides them:
+- character input when the file has a `char_cnn` section, else **word input**: a token embedding
+  `embedding` [n_tokens_vocab, P] looked up by vocabulary id (`share_embedding_softmax` ties it
+  to the softmax weights; bilm-tf refuses that with characters);
+- `bidirectional` (bilm-tf training's default is false; inference files of the published models
+  have no such key and are bidirectional, so a missing key means true here);
+- elmo-jax extension: `char_cnn.word_channel_dim` > 0 adds a word-vector channel (a table
+  [n_tokens_vocab, D_w]) concatenated before the char-CNN output ahead of the projection, as
+  ELMoForManyLangs' token embedder does.
 """
 from __future__ import annotations
 
@@ -41,6 +51,11 @@ class ModelOptions:
     cell_clip: Optional[float] = 3.0  # None = no clip
     proj_clip: Optional[float] = 3.0  # None = no clip
     use_skip_connections: bool = True  # residual around layers >= 1
+    char_inputs: bool = True  # False: a word-input biLM (options.json without `char_cnn`)
+    n_tokens_vocab: Optional[int] = None  # rows of the word embedding / word channel (None: from the vocab)
+    bidirectional: bool = True  # False: only the forward LM (bilm-tf `bidirectional: false`)
+    share_embedding_softmax: bool = False  # word input: the softmax weights are the token embedding
+    word_channel_dim: int = 0  # char input: width of an extra word-vector channel (0 = none)
     extra: dict = dataclasses.field(default_factory=dict, compare=False)  # other keys, verbatim
 
     # ---------------------------------------------------------------- derived sizes
@@ -50,9 +65,24 @@ class ModelOptions:
         return sum(n for _, n in self.filters)
 
     @property
+    def token_features(self) -> int:
+        """Width before the token projection: F, plus the word channel's D_w."""
+        return self.n_filters + self.word_channel_dim
+
+    @property
     def has_token_projection(self) -> bool:
-        """bilm-tf builds `CNN_proj` only when F != P."""
-        return self.n_filters != self.projection_dim
+        """bilm-tf builds `CNN_proj` only when F != P (char input; with a word channel F + D_w)."""
+        return self.char_inputs and self.token_features != self.projection_dim
+
+    @property
+    def n_directions(self) -> int:
+        """2 for a biLM, 1 for a forward-only LM."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def needs_vocab(self) -> bool:
+        """Word input or a word channel: inputs need vocabulary ids."""
+        return not self.char_inputs or self.word_channel_dim > 0
 
     @property
     def has_lstm_projection(self) -> bool:
@@ -61,8 +91,8 @@ class ModelOptions:
 
     @property
     def output_dim(self) -> int:
-        """2P: width of every ELMo layer ([forward; backward])."""
-        return 2 * self.projection_dim
+        """2P: width of every ELMo layer ([forward; backward]); P for a forward-only LM."""
+        return self.n_directions * self.projection_dim
 
     @property
     def n_output_layers(self) -> int:
@@ -83,11 +113,35 @@ class ModelOptions:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(key, f"must be a positive integer, got {value!r}")
 
-        positive_int("char_cnn.embedding.dim", self.char_embed_dim)
-        positive_int("char_cnn.max_characters_per_token", self.max_characters_per_token)
         positive_int("lstm.dim", self.lstm_dim)
         positive_int("lstm.projection_dim", self.projection_dim)
         positive_int("lstm.n_layers", self.n_layers)
+        for key, flag in (("bidirectional", self.bidirectional),
+                          ("share_embedding_softmax", self.share_embedding_softmax)):
+            if not isinstance(flag, bool):
+                raise bad(key, f"must be true or false, got {flag!r}")
+        if self.n_tokens_vocab is not None:
+            positive_int("n_tokens_vocab", self.n_tokens_vocab)
+        if self.char_inputs and self.share_embedding_softmax:
+            raise bad("share_embedding_softmax", "needs word input: bilm-tf cannot share the softmax with a "
+                      "character model (remove 'char_cnn' or set share_embedding_softmax false)")
+        if self.projection_dim > self.lstm_dim:
+            raise bad("lstm.projection_dim",
+                      f"({self.projection_dim}) must not exceed lstm.dim ({self.lstm_dim})")
+        if not isinstance(self.use_skip_connections, bool):
+            raise bad("lstm.use_skip_connections", f"must be true or false, got {self.use_skip_connections!r}")
+        for key, clip in (("lstm.cell_clip", self.cell_clip), ("lstm.proj_clip", self.proj_clip)):
+            if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
+                raise bad(key, f"must be a positive number or null, got {clip!r}")
+        if not self.char_inputs:
+            if self.word_channel_dim:
+                raise bad("char_cnn.word_channel_dim", "is a channel of the char-CNN; a word-input model has none")
+            return self
+        positive_int("char_cnn.embedding.dim", self.char_embed_dim)
+        positive_int("char_cnn.max_characters_per_token", self.max_characters_per_token)
+        if (not isinstance(self.word_channel_dim, int) or isinstance(self.word_channel_dim, bool)
+                or self.word_channel_dim < 0):
+            raise bad("char_cnn.word_channel_dim", f"must be an integer >= 0, got {self.word_channel_dim!r}")
         if not isinstance(self.n_highway, int) or isinstance(self.n_highway, bool) or self.n_highway < 0:
             raise bad("char_cnn.n_highway", f"must be an integer >= 0, got {self.n_highway!r}")
         if self.n_characters not in (TRAINING_N_CHARACTERS, INFERENCE_N_CHARACTERS):
@@ -106,20 +160,31 @@ class ModelOptions:
             if pair[0] > self.max_characters_per_token:
                 raise bad(f"char_cnn.filters[{k}]",
                           f"width {pair[0]} exceeds max_characters_per_token {self.max_characters_per_token}")
-        for key, clip in (("lstm.cell_clip", self.cell_clip), ("lstm.proj_clip", self.proj_clip)):
-            if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
-                raise bad(key, f"must be a positive number or null, got {clip!r}")
-        if self.projection_dim > self.lstm_dim:
-            raise bad("lstm.projection_dim",
-                      f"({self.projection_dim}) must not exceed lstm.dim ({self.lstm_dim})")
-        if not isinstance(self.use_skip_connections, bool):
-            raise bad("lstm.use_skip_connections", f"must be true or false, got {self.use_skip_connections!r}")
         return self
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
         """The bilm-tf `options.json` dictionary (extra keys included, unchanged)."""
         out = copy.deepcopy(self.extra)
+        lstm = dict(out.get("lstm", {}))
+        lstm.update(
+            dim=self.lstm_dim,
+            projection_dim=self.projection_dim,
+            n_layers=self.n_layers,
+            cell_clip=self.cell_clip,
+            proj_clip=self.proj_clip,
+            use_skip_connections=self.use_skip_connections,
+        )
+        out["lstm"] = lstm
+        if self.n_tokens_vocab is not None:
+            out["n_tokens_vocab"] = self.n_tokens_vocab
+        if not self.bidirectional or "bidirectional" in out:
+            out["bidirectional"] = self.bidirectional
+        if self.share_embedding_softmax or "share_embedding_softmax" in out:
+            out["share_embedding_softmax"] = self.share_embedding_softmax
+        if not self.char_inputs:
+            out.pop("char_cnn", None)  # bilm-tf: no char_cnn section = word input
+            return out
         char_cnn = dict(out.get("char_cnn", {}))
         embedding = dict(char_cnn.get("embedding", {}))
         embedding["dim"] = self.char_embed_dim
@@ -131,17 +196,11 @@ class ModelOptions:
             max_characters_per_token=self.max_characters_per_token,
             activation=self.activation,
         )
-        lstm = dict(out.get("lstm", {}))
-        lstm.update(
-            dim=self.lstm_dim,
-            projection_dim=self.projection_dim,
-            n_layers=self.n_layers,
-            cell_clip=self.cell_clip,
-            proj_clip=self.proj_clip,
-            use_skip_connections=self.use_skip_connections,
-        )
+        if self.word_channel_dim:
+            char_cnn["word_channel_dim"] = self.word_channel_dim
+        else:
+            char_cnn.pop("word_channel_dim", None)
         out["char_cnn"] = char_cnn
-        out["lstm"] = lstm
         return out
 
     @classmethod
@@ -149,17 +208,35 @@ class ModelOptions:
         """Parse an `options.json` dictionary; missing required keys are an error naming them."""
         if not isinstance(data, dict):
             raise OptionsError(f"expected a JSON object at the top level, got {type(data).__name__}", source)
-        if "char_cnn" not in data and isinstance(data.get("model"), dict):
+        if "lstm" not in data and isinstance(data.get("model"), dict):
             data = data["model"]  # an elmo-jax training config: its model section is an options.json
-        for section in ("char_cnn", "lstm"):
-            if not isinstance(data.get(section), dict):
-                raise OptionsError(f"missing or non-object section '{section}'", source)
-        cc, ls = data["char_cnn"], data["lstm"]
+        if not isinstance(data.get("lstm"), dict):
+            raise OptionsError("missing or non-object section 'lstm'", source)
+        if "char_cnn" in data and not isinstance(data["char_cnn"], dict):
+            raise OptionsError("section 'char_cnn' must be an object (omit it for a word-input biLM)", source)
+        ls = data["lstm"]
 
         def need(section: dict, name: str, key: str) -> Any:
             if key not in section:
                 raise OptionsError(f"missing required option '{name}.{key}'", source)
             return section[key]
+
+        extra = {k: v for k, v in data.items()}
+        common = dict(
+            lstm_dim=need(ls, "lstm", "dim"),
+            projection_dim=need(ls, "lstm", "projection_dim"),
+            n_layers=need(ls, "lstm", "n_layers"),
+            cell_clip=ls.get("cell_clip"),
+            proj_clip=ls.get("proj_clip"),
+            use_skip_connections=ls.get("use_skip_connections", False),
+            n_tokens_vocab=data.get("n_tokens_vocab"),
+            bidirectional=data.get("bidirectional", True),
+            share_embedding_softmax=data.get("share_embedding_softmax", False),
+            extra=extra,
+        )
+        if "char_cnn" not in data:
+            return cls(char_inputs=False, **common).validate(source)
+        cc = data["char_cnn"]
 
         emb = cc.get("embedding")
         if not isinstance(emb, dict) or "dim" not in emb:
@@ -172,7 +249,6 @@ class ModelOptions:
         except TypeError:
             raise OptionsError(f"option 'char_cnn.filters' must be a list of [width, count], got {filters!r}", source)
         n_highway = cc.get("n_highway") or 0  # bilm-tf: missing/0/null = no highway
-        extra = {k: v for k, v in data.items()}
         opts = cls(
             char_embed_dim=emb["dim"],
             filters=filters_t,
@@ -180,13 +256,8 @@ class ModelOptions:
             n_characters=cc.get("n_characters", INFERENCE_N_CHARACTERS),
             max_characters_per_token=need(cc, "char_cnn", "max_characters_per_token"),
             activation=need(cc, "char_cnn", "activation"),
-            lstm_dim=need(ls, "lstm", "dim"),
-            projection_dim=need(ls, "lstm", "projection_dim"),
-            n_layers=need(ls, "lstm", "n_layers"),
-            cell_clip=ls.get("cell_clip"),
-            proj_clip=ls.get("proj_clip"),
-            use_skip_connections=ls.get("use_skip_connections", False),
-            extra=extra,
+            word_channel_dim=cc.get("word_channel_dim", 0),
+            **common,
         )
         return opts.validate(source)
 
@@ -214,6 +285,17 @@ class ModelOptions:
         from .io_utils import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def with_vocab_size(self, n_words: int, vocab_source: Optional[str] = None) -> "ModelOptions":
+        """Check a vocabulary of `n_words` against `n_tokens_vocab`, and fill that in where a word
+        table needs it (bilm-tf sets it to the vocabulary size)."""
+        if self.n_tokens_vocab is not None and n_words > self.n_tokens_vocab:
+            raise OptionsError(f"option 'n_tokens_vocab' ({self.n_tokens_vocab}) is smaller than the vocabulary "
+                               f"({n_words} words{' in ' + vocab_source if vocab_source else ''}); raise it or "
+                               "remove it (it is then the vocabulary size)")
+        if self.needs_vocab and self.n_tokens_vocab is None:
+            return self.replace(n_tokens_vocab=n_words)
+        return self
 
     def for_inference(self) -> "ModelOptions":
         """The same options with `n_characters` 262, as bilm-tf inference requires."""

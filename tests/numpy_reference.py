@@ -149,9 +149,14 @@ def run_direction(arrays: Mapping[str, np.ndarray], options: ModelOptions, direc
     outputs, h_fin, c_fin = [], np.array(h0, np.float64), np.array(c0, np.float64)
     layer_in = seq
     for layer in range(options.n_layers):
-        prefix = f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell/"
-        w0, b = arrays[prefix + "W_0"], arrays[prefix + "B"]
-        wp = arrays[prefix + "W_P_0"] if options.projection_dim < options.lstm_dim else None
+        if options.bidirectional:
+            prefix = f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell/"
+            names = (prefix + "W_0", prefix + "B", prefix + "W_P_0")
+        else:  # bilm-tf dump_weights of a forward-only LM: no RNN_0 scope, TF leaf names kept
+            prefix = f"rnn/MultiRNNCell/Cell{layer}/LSTMCell/"
+            names = (prefix + "kernel", prefix + "bias", prefix + "projection/kernel")
+        w0, b = arrays[names[0]], arrays[names[1]]
+        wp = arrays[names[2]] if options.projection_dim < options.lstm_dim else None
         h, c = h_fin[layer], c_fin[layer]
         out = np.zeros((len(layer_in), options.projection_dim))
         for t in range(len(layer_in)):
@@ -174,8 +179,25 @@ class BiLMResult:
 
 
 def zero_state(options: ModelOptions, batch: int) -> dict:
-    return {"h": np.zeros((options.n_layers, 2, batch, options.projection_dim)),
-            "c": np.zeros((options.n_layers, 2, batch, options.lstm_dim))}
+    n_dir = 2 if options.bidirectional else 1
+    return {"h": np.zeros((options.n_layers, n_dir, batch, options.projection_dim)),
+            "c": np.zeros((options.n_layers, n_dir, batch, options.lstm_dim))}
+
+
+def word_token_embeddings(arrays: Mapping[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+    """Word-input biLM: shifted vocabulary ids [B, T] (index + 1, 0 = padding) -> [B, T, P]
+    rows of `embedding` (bilm-tf's cached-token lookup, zero row 0 prepended)."""
+    table = np.asarray(arrays["embedding"], np.float64)
+    padded = np.concatenate([np.zeros((1, table.shape[1])), table], axis=0)
+    return padded[np.asarray(ids)]
+
+
+def word_bilm(arrays: Mapping[str, np.ndarray], options: ModelOptions, ids: np.ndarray,
+              initial_state: Optional[dict] = None) -> "BiLMResult":
+    """Word-input (bi)LM: shifted vocabulary ids [B, T] (left-aligned, markers included)."""
+    ids = np.asarray(ids)
+    lengths = (ids > 0).sum(-1)
+    return layers_from_tokens(arrays, options, word_token_embeddings(arrays, ids), lengths, initial_state)
 
 
 def bilm(arrays: Mapping[str, np.ndarray], options: ModelOptions, ids: np.ndarray,
@@ -184,22 +206,29 @@ def bilm(arrays: Mapping[str, np.ndarray], options: ModelOptions, ids: np.ndarra
 
     Each row starts from its own `initial_state` row (zeros if None); a row of length 0 keeps its
     state unchanged. Layer 0 is [tok; tok]; layer l is [forward_l; backward_l]."""
-    arrays = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
     ids = np.asarray(ids)
-    batch, width = ids.shape[:2]
-    lengths = lengths_of(ids)
-    tokens = token_embeddings(arrays, options, ids)  # [B, T, P]
+    return layers_from_tokens(arrays, options, token_embeddings(arrays, options, ids), lengths_of(ids),
+                              initial_state)
+
+
+def layers_from_tokens(arrays: Mapping[str, np.ndarray], options: ModelOptions, tokens: np.ndarray,
+                       lengths: np.ndarray, initial_state: Optional[dict] = None) -> BiLMResult:
+    """Token vectors [B, T, P] and row lengths -> all layers. A forward-only LM
+    (`bidirectional: false`) has layers [tok] and [forward_l] (width P)."""
+    arrays = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
+    batch, width = tokens.shape[:2]
+    n_dir = 2 if options.bidirectional else 1
     state = zero_state(options, batch) if initial_state is None else {
         k: np.array(v, np.float64) for k, v in initial_state.items()}
     final = {k: v.copy() for k, v in state.items()}
     p = options.projection_dim
-    layers = np.zeros((options.n_layers + 1, batch, width, 2 * p))
+    layers = np.zeros((options.n_layers + 1, batch, width, n_dir * p))
     stats = ClipStats()
     for b in range(batch):
         n = int(lengths[b])
         real = tokens[b, :n]
-        layers[0, b, :n] = np.concatenate([real, real], axis=-1)
-        for direction in range(2):
+        layers[0, b, :n] = np.concatenate([real] * n_dir, axis=-1)
+        for direction in range(n_dir):
             seq = real if direction == 0 else real[::-1]  # backward: reversed within the length
             outs, h_t, c_t = run_direction(arrays, options, direction, seq,
                                            state["h"][:, direction, b], state["c"][:, direction, b], stats)

@@ -186,9 +186,10 @@ def lstmp_layer_scan(
     return outputs, (h_t, c_t)
 
 
-def zero_state(options: ModelOptions, batch_size: int, n_directions: int = 2,
+def zero_state(options: ModelOptions, batch_size: int, n_directions: Optional[int] = None,
                dtype: Any = jnp.float32) -> dict[str, jax.Array]:
-    """All-zero LSTM state: {'h': [L, Dn, B, P], 'c': [L, Dn, B, H]}."""
+    """All-zero LSTM state: {'h': [L, Dn, B, P], 'c': [L, Dn, B, H]} (Dn: the options' directions)."""
+    n_directions = options.n_directions if n_directions is None else n_directions
     p = options.projection_dim if options.has_lstm_projection else options.lstm_dim
     return {
         "h": jnp.zeros((options.n_layers, n_directions, batch_size, p), dtype),

@@ -32,6 +32,7 @@ class TaskConfig(ConfigBase):
     options: Optional[str] = None  # bilm-tf options.json (or a directory holding options.json + weights.hdf5)
     weights: Optional[str] = None  # weights.hdf5 (bilm-tf/AllenNLP) or params.npz (elmo-jax export)
     untrained_bilm: bool = False  # randomly initialised biLM of the options' shape (a baseline)
+    bilm_vocab: Optional[str] = None  # word-input biLM: its vocabulary (default: vocab.txt beside the options)
     # model
     encoder: Literal["bilstm", "pool"] = "bilstm"  # classify: pool = mean+max of the ELMo mix
     hidden_dim: int = 200

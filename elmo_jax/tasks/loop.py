@@ -45,6 +45,7 @@ from ..hub import resolve_model
 from ..io_utils import atomic_write_text
 from ..options import ModelOptions
 from ..train.checkpoint import CheckpointError, Checkpoints, abstract_tree
+from ..vocab import Vocabulary
 from .config import TaskConfig
 from .inputs import TaskInputs, epoch_order
 from .metrics import classification_report, format_report, span_f1
@@ -157,6 +158,9 @@ def load_bilm(cfg: TaskConfig) -> tuple[ModelOptions, Optional[dict]]:
         options, params, _ = import_npz(weights, ModelOptions.from_json(options_file))
     else:
         options, params, _ = load_model(options_file, weights)
+    if options.needs_vocab and uses_chars(cfg):
+        raise ConfigError("task config: a word-input biLM (or one with a word channel) is used frozen, through "
+                          "its token table: set fine_tune false and cache_tokens true")
     return options.for_inference(), params
 
 
@@ -209,6 +213,8 @@ def init_params(cfg: TaskConfig, model, inputs: TaskInputs, key: jax.Array) -> d
     if uses_chars(cfg):
         dummy = {"word_chars": np.concatenate([np.zeros((1, c), np.int32), chars[0]]),
                  "token_ids": np.array([[1, 2, 3]], np.int32)}
+    elif not inputs.options.char_inputs:  # a word-input biLM: its token table only
+        dummy = {"token_ids": np.array([[1, 2, 2]], np.int32)}
     else:
         dummy = {"char_ids": chars, "token_ids": np.array([[1, 2, 2]], np.int32)}
     if inputs.word_vectors is not None:
@@ -240,7 +246,11 @@ def token_embedder(cfg: TaskConfig, options: ModelOptions, bilm_params: dict):
         return None
     from ..embed import ElmoEmbedder
 
-    return ElmoEmbedder(options, bilm_params, batch_size=256)
+    vocab = None
+    if options.needs_vocab:  # its words are looked up by vocabulary id
+        vocab = Vocabulary.from_file(cfg.bilm_vocab or os.path.join(
+            os.path.dirname(os.path.abspath(resolve_bilm_files(cfg)[0])), "vocab.txt"))
+    return ElmoEmbedder(options, bilm_params, batch_size=256, vocab=vocab)
 
 
 def constants(cfg: TaskConfig, inputs: TaskInputs, embedder: Any) -> dict:

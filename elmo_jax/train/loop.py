@@ -42,6 +42,7 @@ from ..hub import resolve_model
 from ..loss import LogUniformSampler
 from ..modules.lstm import zero_state
 from ..prefetch import Prefetcher
+from ..vectors import initial_word_table
 from ..vocab import Vocabulary, resolve_files
 from ..weights import import_npz, load_model
 from .batching import Bucket, StepInputs
@@ -71,7 +72,8 @@ def make_batcher(files: list[str], vocab, cfg: TrainConfig, *, train: bool, rows
 def step_inputs(batcher: Batcher, cfg: TrainConfig, rows: int) -> StepInputs:
     return StepInputs(batcher.input_chars, max(w for w, _ in cfg.model.filters), global_rows=rows,
                       n_hosts=jax.process_count(), host_index=jax.process_index(),
-                      n_local_devices=jax.local_device_count())
+                      n_local_devices=jax.local_device_count(), options=cfg.model,
+                      input_to_target=batcher.input_to_target)
 
 
 def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
@@ -81,19 +83,14 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     return max(1, math.ceil(cfg.n_epochs * steps_per_epoch))
 
 
-def abstract_batch(bucket: Bucket, rows: int, unroll: int, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+def abstract_batch(inputs: StepInputs, bucket: Bucket, unroll: int, mesh) -> dict[str, jax.ShapeDtypeStruct]:
     """Global shapes and shardings of a step's batch for a size bucket (AOT compilation)."""
-    n_hosts = jax.process_count()
 
     def spec(shape, dtype, axis=0):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(mesh, len(shape), axis))
 
-    out = {"unique_chars": spec((bucket.rows * n_hosts, bucket.chars), jnp.int32),
-           "token_index": spec((2, rows, unroll), jnp.int32, axis=1),
-           "stop": spec((jax.device_count(),), jnp.float32)}
-    for d in ("fwd", "bwd"):
-        out[f"targets_{d}"] = spec((rows, unroll), jnp.int32)
-        out[f"weights_{d}"] = spec((rows, unroll), jnp.float32)
+    out = {name: spec(shape, dtype, axis) for name, (shape, dtype, axis) in inputs.shapes(bucket, unroll).items()}
+    out["stop"] = spec((jax.device_count(),), jnp.float32)
     return out
 
 
@@ -118,7 +115,9 @@ class CompiledSteps:
     """The train step compiled once per size bucket (ahead of time), with explicit shardings and
     the old state donated. `compiles` counts compilations per bucket."""
 
-    def __init__(self, cfg: TrainConfig, vocab_size: int, state_sh, abstract_state, mesh, quiet: bool = False):
+    def __init__(self, cfg: TrainConfig, vocab_size: int, state_sh, abstract_state, mesh, inputs: StepInputs,
+                 quiet: bool = False):
+        self.inputs = inputs
         self.jitted = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0,
                               out_shardings=(state_sh, shd.replicated(mesh)))
         self.abstract_state = abstract_state
@@ -131,13 +130,14 @@ class CompiledSteps:
         if program is None:
             t0 = time.perf_counter()
             lowered = self.jitted.lower(self.abstract_state,
-                                        abstract_batch(bucket, self.cfg.batch_size, self.cfg.unroll_steps, self.mesh),
+                                        abstract_batch(self.inputs, bucket, self.cfg.unroll_steps, self.mesh),
                                         abstract_negatives(self.cfg.n_negative_samples, self.mesh))
             program = lowered.compile()
             self.programs[bucket] = program
             self.compiles[bucket] = self.compiles.get(bucket, 0) + 1
             if not self.quiet and jax.process_index() == 0:
-                print(f"elmo-jax: compiled the train step for {bucket.rows} distinct words x {bucket.chars} chars "
+                what = f"{bucket.rows} distinct words x {bucket.chars} chars" if bucket.rows else "word input"
+                print(f"elmo-jax: compiled the train step for {what} "
                       f"in {time.perf_counter() - t0:.1f} s; {_memory_line(program)}", file=sys.stderr)
         return program
 
@@ -203,7 +203,8 @@ class Evaluator:
     def __call__(self, params: Any) -> dict:
         self.batcher.restore(self.start)
         lstm_state = jax.device_put(zero_state(self.cfg.model, self.rows), shd.batch_sharding(self.mesh, 4, axis=2))
-        sums, counts = np.zeros(2), np.zeros(2)
+        n_dir = self.cfg.model.n_directions
+        sums, counts = np.zeros(n_dir), np.zeros(n_dir)
         for i, batch in enumerate(self.batcher):
             if self.max_batches is not None and i >= self.max_batches:
                 break
@@ -212,15 +213,19 @@ class Evaluator:
             sums += np.asarray(s, np.float64)
             counts += np.asarray(c, np.float64)
         means = sums / np.maximum(counts, 1)
-        return {"val_perplexity": float(np.exp(means.mean())), "val_perplexity_fwd": float(np.exp(means[0])),
-                "val_perplexity_bwd": float(np.exp(means[1])), "val_tokens": int(counts[0])}
+        out = {"val_perplexity": float(np.exp(means.mean())), "val_perplexity_fwd": float(np.exp(means[0])),
+               "val_tokens": int(counts[0])}
+        if n_dir == 2:
+            out["val_perplexity_bwd"] = float(np.exp(means[1]))
+        return out
 
 
 def validation_warnings(val: dict, train_perplexity: Optional[float], previous: Optional[float]) -> list[str]:
     """Signs that the model is broken although its training loss may look sane (a sampled
     softmax can hide a ruined full-softmax LM)."""
     out = []
-    vp, fwd, bwd = val["val_perplexity"], val["val_perplexity_fwd"], val["val_perplexity_bwd"]
+    vp, fwd = val["val_perplexity"], val["val_perplexity_fwd"]
+    bwd = val.get("val_perplexity_bwd", fwd)  # a forward-only LM has no second direction
     if not math.isfinite(vp):
         return [f"validation perplexity is not finite ({vp})"]
     if train_perplexity is not None and math.isfinite(train_perplexity) and vp > WARN_VAL_OVER_TRAIN * train_perplexity:
@@ -242,6 +247,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
     as NumPy arrays under 'params')."""
     cfg = cfg.replace(model=cfg.model.for_training())
     train_files, heldout_files, vocab = resolve_data(cfg)
+    cfg = cfg.replace(model=cfg.model.with_vocab_size(len(vocab), vocab.source))
+    word_table = word_vector_table(cfg, vocab)  # a GloVe file is read and checked before any compute
     vocab_size = len(vocab)
     mesh = shd.make_mesh()
     if cfg.batch_size % jax.device_count():
@@ -252,13 +259,13 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
         ckpts = Checkpoints(os.path.join(run_dir, CHECKPOINT_DIR), keep=cfg.keep_checkpoints)
         try:
             return _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_files, vocab,
-                          mesh, ckpts, guard)
+                          mesh, ckpts, guard, word_table)
         finally:
             ckpts.close()
 
 
 def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_files, vocab, mesh, ckpts,
-           guard) -> dict:
+           guard, word_table=None) -> dict:
     vocab_size = len(vocab)
 
     def check(meta, where):
@@ -297,6 +304,8 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
         print(f"elmo-jax: resumed from step {restored.step} in {ckpts.directory}", file=sys.stderr)
     else:
         state = jax.jit(lambda k: init_state(cfg, vocab_size, k), out_shardings=state_sh)(key)
+        if word_table is not None:
+            state = _with_word_table(state, cfg, word_table, state_sh)
         if cfg.init_from:
             state = _load_initial_weights(state, cfg, vocab, state_sh)
 
@@ -304,7 +313,7 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
     steps = total_steps(cfg, batcher.steps_per_epoch)
 
     # ---- compile ahead of time: every bucket of the next batches
-    programs = CompiledSteps(cfg, vocab_size, state_sh, abstract_tree(abstract, state_sh), mesh)
+    programs = CompiledSteps(cfg, vocab_size, state_sh, abstract_tree(abstract, state_sh), mesh, inputs)
     for bucket in prescan_buckets(batcher, inputs, min(PRESCAN_BATCHES, max(steps - first, 0))):
         programs.get(bucket)
 
@@ -345,8 +354,9 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
         rate = tokens_per_step * (step_no - clock["step"]) / max(now - clock["t"], 1e-9)
         clock.update(t=now, step=step_no)
         means = interval.means()
-        loss = 0.5 * (means["loss_fwd"] + means["loss_bwd"])
-        return {"step": step_no, "loss": loss, "loss_fwd": means["loss_fwd"], "loss_bwd": means["loss_bwd"],
+        loss = 0.5 * (means["loss_fwd"] + means["loss_bwd"])  # a forward-only LM: both are its loss
+        return {"step": step_no, "loss": loss, "loss_fwd": means["loss_fwd"],
+                **({"loss_bwd": means["loss_bwd"]} if cfg.model.bidirectional else {}),
                 "perplexity": float(math.exp(min(loss, 700))), "grad_norm": means["grad_norm"],
                 "param_norm": values["param_norm"], "tokens_per_s": rate, "interval_steps": means["steps"]}
 
@@ -419,6 +429,31 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
     return last
 
 
+def word_vector_table(cfg: TrainConfig, vocab: Vocabulary) -> Optional[np.ndarray]:
+    """The initial word embedding (word input) or word channel (char input) from `cfg.word_vectors`
+    (a GloVe text file), [n_tokens_vocab, dim]; None without a file."""
+    if not cfg.word_vectors:
+        return None
+    m = cfg.model
+    dim, what = ((m.projection_dim, "lstm.projection_dim") if not m.char_inputs
+                 else (m.word_channel_dim, "char_cnn.word_channel_dim"))
+    table, stats = initial_word_table(cfg.word_vectors, vocab.words, m.n_tokens_vocab, dim,
+                                      projection=cfg.word_vectors_projection, seed=cfg.seed, what=what)
+    if jax.process_index() == 0:
+        how = f", {stats['projection']} projection to {dim}" if stats["projection"] != "none" else ""
+        print(f"elmo-jax: word vectors: {stats['found']} of {stats['words']} vocabulary words found in "
+              f"{cfg.word_vectors} (dimension {stats['file_dim']}{how}); the others start random", file=sys.stderr)
+    return table
+
+
+def _with_word_table(state: dict, cfg: TrainConfig, table: np.ndarray, state_sh) -> dict:
+    """The fresh state with its word table (embedding or word channel) replaced by `table`."""
+    name = "embedding" if not cfg.model.char_inputs else "word_embedding"
+    encoder = dict(state["params"]["token_encoder"])
+    encoder[name] = jax.device_put(jnp.asarray(table, jnp.float32), state_sh["params"]["token_encoder"][name])
+    return {**state, "params": {**state["params"], "token_encoder": encoder}}
+
+
 def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dict:
     """Fine-tuning start. `init_from` is either
     - a run directory (config.json + checkpoints/, e.g. one `import-tf-checkpoint` wrote): bilm-tf's
@@ -447,7 +482,7 @@ def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dic
         if Vocabulary.from_file(vocab_file).words == vocab.words:
             _, _, extra = import_npz(npz, options)
             if "softmax" in extra:
-                params["softmax"] = {"W": extra["softmax"]["W"], "b": extra["softmax"]["b"]}
+                params["softmax"] = {k: extra["softmax"][k] for k in params["softmax"]}
     params = jax.tree_util.tree_map(lambda x, s: jax.device_put(jnp.asarray(x, jnp.float32), s),
                                     params, state_sh["params"])
     opt_state = jax.jit(make_optimizer(cfg).init, out_shardings=state_sh["opt_state"])(params)
@@ -494,7 +529,7 @@ def run_perplexity(run_dir: str, files: str, *, step: Optional[int] = None, batc
     result = Evaluator(cfg, file_list, vocab, mesh, max_batches=max_batches, batch_size=batch_size,
                        unroll_steps=unroll_steps)(params)
     return {"step": step, "files": len(file_list), "perplexity_forward": result["val_perplexity_fwd"],
-            "perplexity_backward": result["val_perplexity_bwd"],
+            "perplexity_backward": result.get("val_perplexity_bwd"),  # None: a forward-only LM
             "perplexity_average": result["val_perplexity"],
             "average": "geometric mean of the two (exp of the mean of their mean losses), as bilm-tf",
             "tokens": result["val_tokens"]}

@@ -24,7 +24,7 @@ import optax
 
 from ..config import TrainConfig
 from ..loss import full_softmax_loss, log_uniform_expected_count_jax, sampled_softmax_loss
-from ..modules.language_model import LanguageModel
+from ..modules.language_model import LanguageModel, example_inputs, softmax_params
 from ..modules.lstm import zero_state
 
 State = dict[str, Any]
@@ -33,7 +33,8 @@ State = dict[str, Any]
 def make_model(cfg: TrainConfig, vocab_size: int) -> LanguageModel:
     dtype = jnp.bfloat16 if cfg.precision == "bfloat16" else jnp.float32
     return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat,
-                         hoist_input=cfg.hoist_input, fused_backward=cfg.fused_backward)
+                         hoist_input=cfg.hoist_input, fused_backward=cfg.fused_backward,
+                         freeze_word_vectors=cfg.freeze_word_vectors)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -50,8 +51,7 @@ def init_state(cfg: TrainConfig, vocab_size: int, key: jax.Array) -> State:
     """A fresh train state (params initialised as bilm-tf does, zero LSTM carry)."""
     model = make_model(cfg, vocab_size)
     opts = cfg.model
-    chars = jnp.zeros((1, opts.max_characters_per_token), jnp.int32)
-    params = model.init(key, chars, jnp.zeros((2, 1, 1), jnp.int32), zero_state(opts, 1))["params"]
+    params = model.init(key, example_inputs(opts), zero_state(opts, 1))["params"]
     return {
         "step": jnp.zeros((), jnp.int32),
         "params": params,
@@ -64,13 +64,12 @@ def init_state(cfg: TrainConfig, vocab_size: int, key: jax.Array) -> State:
 def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state: dict, *,
                      deterministic: bool, rng: jax.Array | None, negatives: dict | None,
                      vocab_size: int) -> tuple[jax.Array, jax.Array, dict]:
-    """(loss sums [2], weight sums [2], new LSTM state) for the forward and backward streams."""
+    """(loss sums [Dn], weight sums [Dn], new LSTM state) for the forward (and backward) streams."""
     rngs = None if rng is None else {"dropout": rng}
-    top, new_state = model.apply({"params": params}, batch["unique_chars"], batch["token_index"], lstm_state,
-                                 deterministic=deterministic, rngs=rngs)
-    w, b = params["softmax"]["W"], params["softmax"]["b"]
+    top, new_state = model.apply({"params": params}, batch, lstm_state, deterministic=deterministic, rngs=rngs)
+    w, b = softmax_params(params, vocab_size)
     sums, counts = [], []
-    for d, suffix in enumerate(("fwd", "bwd")):
+    for d, suffix in enumerate(("fwd", "bwd")[:top.shape[0]]):
         hidden = top[d].reshape(-1, top.shape[-1])
         targets = batch[f"targets_{suffix}"].reshape(-1)
         weights = batch[f"weights_{suffix}"].reshape(-1).astype(jnp.float32)
@@ -105,7 +104,7 @@ def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
                 model, params, batch, state["lstm_state"], deterministic=False, rng=rng,
                 negatives=negatives, vocab_size=vocab_size)
             means = sums / jnp.maximum(counts, 1.0)
-            loss = 0.5 * (means[0] + means[1])
+            loss = jnp.mean(means)  # bilm-tf: 0.5 (forward + backward); one direction: its loss
             return loss * unroll, (loss, means, sums, counts, new_lstm)
 
         grads, (loss, means, sums, counts, new_lstm) = jax.grad(loss_fn, has_aux=True)(state["params"])
@@ -120,7 +119,8 @@ def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
             "lstm_state": jax.tree_util.tree_map(lambda new, old: jax.lax.stop_gradient(new).astype(old.dtype),
                                                  new_lstm, state["lstm_state"]),
         }
-        metrics = {"loss": loss, "loss_fwd": means[0], "loss_bwd": means[1], "tokens": counts[0],
+        # a forward-only LM reports its loss as both directions' (the loop logs only the forward one)
+        metrics = {"loss": loss, "loss_fwd": means[0], "loss_bwd": means[-1], "tokens": counts[0],
                    "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
         # every host's preemption flag (one per device) -> the max, identical on every host
         metrics["stop"] = jnp.max(batch["stop"]) if "stop" in batch else jnp.zeros((), jnp.float32)
@@ -130,7 +130,7 @@ def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
 
 
 def make_eval_step(cfg: TrainConfig, vocab_size: int) -> Callable:
-    """`eval_step(params, batch, lstm_state) -> (loss sums [2], counts [2], new lstm_state)`:
+    """`eval_step(params, batch, lstm_state) -> (loss sums [Dn], counts [Dn], new lstm_state)`:
     full softmax, no dropout, state carried between eval batches."""
     model = make_model(cfg, vocab_size)
 
