@@ -63,7 +63,7 @@ def _vocab_rows(options: ModelOptions) -> int:
 
 def expected_shapes(options: ModelOptions) -> dict[str, tuple[int, ...]]:
     """bilm-tf dataset name -> shape, for every dataset a weight file of `options` must hold."""
-    d, f, p, h = options.char_embed_dim, options.n_filters, options.projection_dim, options.lstm_dim
+    p, h = options.projection_dim, options.lstm_dim
     shapes: dict[str, tuple[int, ...]] = {}
     if not options.char_inputs:
         shapes["embedding"] = (_vocab_rows(options), p)

@@ -10,7 +10,6 @@ import collections
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -44,14 +43,12 @@ def ppmi_svd_vectors(files, dim: int, window: int = 2, min_count: int = 3) -> tu
                 if b >= 0:
                     m[a, b] += 1
                     m[b, a] += 1
-    total = m.sum()
     row = m.sum(1, keepdims=True)
     col = m.sum(0, keepdims=True) ** 0.75  # context distribution smoothing (Levy et al. 2015)
     with np.errstate(divide="ignore", invalid="ignore"):
         pmi = np.log(m * col.sum() / (row * col))
     ppmi = np.where(np.isfinite(pmi) & (pmi > 0), pmi, 0.0)
     u, s, _ = np.linalg.svd(ppmi, full_matrices=False)
-    del total
     return words, (u[:, :dim] * np.sqrt(s[:dim])).astype(np.float32)
 
 
