@@ -287,13 +287,16 @@ class ModelOptions:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def with_vocab_size(self, n_words: int, vocab_source: Optional[str] = None) -> "ModelOptions":
-        """Check a vocabulary of `n_words` against `n_tokens_vocab`, and fill that in where a word
-        table needs it (bilm-tf sets it to the vocabulary size)."""
+        """Check a vocabulary of `n_words` against `n_tokens_vocab`, and fill that in, where a word
+        table needs it (bilm-tf sets it to the vocabulary size). A char model without a word
+        channel has no such table (its softmax takes the vocabulary's size): nothing to check."""
+        if not self.needs_vocab:
+            return self
         if self.n_tokens_vocab is not None and n_words > self.n_tokens_vocab:
             raise OptionsError(f"option 'n_tokens_vocab' ({self.n_tokens_vocab}) is smaller than the vocabulary "
                                f"({n_words} words{' in ' + vocab_source if vocab_source else ''}); raise it or "
                                "remove it (it is then the vocabulary size)")
-        if self.needs_vocab and self.n_tokens_vocab is None:
+        if self.n_tokens_vocab is None:
             return self.replace(n_tokens_vocab=n_words)
         return self
 

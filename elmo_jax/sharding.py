@@ -70,8 +70,8 @@ def state_shardings(abstract_state: Any, mesh: Mesh, shard_softmax: bool, vocab_
     return jax.tree_util.tree_map_with_path(choose, abstract_state)
 
 
-#: Batch arrays whose rows are not on axis 0: token_index [2, B, T].
-BATCH_ROW_AXIS = {"token_index": 1}
+#: Batch arrays whose rows are not on axis 0: token_index and token_ids (word input) [Dn, B, T].
+BATCH_ROW_AXIS = {"token_index": 1, "token_ids": 1}
 
 
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -40,8 +40,7 @@ def test_per_direction_negatives_are_used_per_direction():
     tries = jnp.asarray([S, S], jnp.int32)
     sums, counts, _ = direction_losses(model, state["params"], batch, state["lstm_state"], deterministic=True,
                                        rng=None, negatives={"ids": ids, "num_tries": tries}, vocab_size=V)
-    top, _ = model.apply({"params": state["params"]}, batch["unique_chars"], batch["token_index"],
-                         state["lstm_state"], deterministic=True)
+    top, _ = model.apply({"params": state["params"]}, batch, state["lstm_state"], deterministic=True)
     w, b = state["params"]["softmax"]["W"], state["params"]["softmax"]["b"]
     for d, sfx in enumerate(("fwd", "bwd")):
         t = batch[f"targets_{sfx}"].reshape(-1)
