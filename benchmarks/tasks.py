@@ -73,7 +73,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from elmo_jax.tasks.config import TaskConfig
-    from elmo_jax.tasks.loop import TaskPredictor, read_task_file, train_task
+    from elmo_jax.tasks.labels import read_task_file
+    from elmo_jax.tasks.loop import train_task
+    from elmo_jax.tasks.predictor import TaskPredictor
 
     with tempfile.TemporaryDirectory() as tmp:
         options, weights = random_bilm(args.shape, tmp)

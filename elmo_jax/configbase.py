@@ -44,6 +44,7 @@ import typing
 from typing import Any, Literal, Optional, Sequence, Union
 
 from .errors import ElmoError
+from .io_utils import atomic_write_text
 
 
 class ConfigError(ElmoError):
@@ -442,6 +443,4 @@ class ConfigBase:
         return cls.from_dict(cls.apply_overrides(data, overrides, path), source=path)
 
     def to_json(self, path: os.PathLike | str) -> None:
-        from .io_utils import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -29,13 +29,15 @@ import bisect
 import os
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .chars import BOS_TOKEN, EOS_TOKEN, CharIdCache, check_sentences
 from .distinct import SHIFTED_PADDING, char_cut_needs, distinct_words
-from .errors import InputError
+from .errors import InputError, WeightsError
+from .io_utils import atomic_output, read_lines
 from .modules.bilm import BiLM
 from .options import ModelOptions
 from .vocab import Vocabulary
@@ -350,11 +352,6 @@ def dump_token_embeddings(options_file: os.PathLike | str, weight_file: os.PathL
                           vocab_file: os.PathLike | str, output_file: os.PathLike | str) -> int:
     """bilm-tf's `dump_token_embeddings`: hdf5 with dataset `embedding` [n_vocab, P], row v = the
     token vector of vocab line v+1 (`<S>`/`</S>` as markers). Returns the vocab size."""
-    import h5py
-
-    from .io_utils import atomic_output, read_lines
-    from .errors import InputError
-
     vocab = [line.strip() for line in read_lines(vocab_file)]
     vocab = [w for w in vocab if w]
     if not vocab:
@@ -371,11 +368,6 @@ def dump_token_embeddings(options_file: os.PathLike | str, weight_file: os.PathL
 def read_token_embeddings(embedding_file: os.PathLike | str, vocab_file: os.PathLike | str,
                           expected_dim: Optional[int] = None) -> tuple[list[str], np.ndarray]:
     """Read a `dump_token_embeddings` hdf5 and its vocabulary: (words, float32 [n_vocab, P])."""
-    import h5py
-
-    from .errors import InputError, WeightsError
-    from .io_utils import read_lines
-
     words = [w for w in (line.strip() for line in read_lines(vocab_file)) if w]
     path = os.fspath(embedding_file)
     if not os.path.exists(path):

@@ -23,6 +23,7 @@ import os
 from typing import Any, Optional
 
 from .errors import OptionsError
+from .io_utils import atomic_write_text
 
 #: Rows of the char table at inference (ids shifted by +1, row 0 = "no token").
 INFERENCE_N_CHARACTERS = 262
@@ -282,8 +283,6 @@ class ModelOptions:
 
     def to_json(self, path: os.PathLike | str) -> None:
         """Write an `options.json` that bilm-tf and AllenNLP read."""
-        from .io_utils import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def with_vocab_size(self, n_words: int, vocab_source: Optional[str] = None) -> "ModelOptions":

@@ -4,11 +4,14 @@ whose rows are split over the devices when it is too large to replicate (a 793k-
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .configbase import ConfigError
 
 DATA_AXIS = "data"
 #: Replicate a softmax up to this many bytes (W + b); larger ones are row-sharded ("auto").
@@ -37,8 +40,6 @@ def should_shard_softmax(setting: str, vocab_size: int, dim: int, mesh: Mesh) ->
     divisible = vocab_size % mesh.size == 0
     if setting == "true":
         if not divisible:
-            from .config import ConfigError
-
             raise ConfigError(f"config key 'shard_softmax' is true but the vocabulary size {vocab_size} is not "
                               f"divisible by the {mesh.size} devices (add unused words to the vocabulary, "
                               "or use shard_softmax=auto)")
@@ -47,8 +48,6 @@ def should_shard_softmax(setting: str, vocab_size: int, dim: int, mesh: Mesh) ->
         return False
     big = vocab_size * (dim + 1) * 4 > SOFTMAX_REPLICATE_LIMIT
     if big and not divisible:
-        import sys
-
         print(f"elmo-jax: note: the softmax ({vocab_size} words) is replicated: its size is not divisible by "
               f"the {mesh.size} devices", file=sys.stderr)
     return big and divisible

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any, Mapping, Optional
 
+import h5py
 import numpy as np
 
 from .errors import OptionsError, WeightsError
@@ -201,8 +203,6 @@ def check_arrays(arrays: Mapping[str, Any], options: ModelOptions, source: Optio
 
 # --------------------------------------------------------------------------- hdf5
 def _open_hdf5(path: str):
-    import h5py
-
     if not os.path.exists(path):
         raise WeightsError("weight file not found", path)
     try:
@@ -213,8 +213,6 @@ def _open_hdf5(path: str):
 
 def read_hdf5_arrays(path: os.PathLike | str) -> dict[str, np.ndarray]:
     """Every dataset of an hdf5 file, by its full path name (no leading '/')."""
-    import h5py
-
     path = os.fspath(path)
     out: dict[str, np.ndarray] = {}
     with _open_hdf5(path) as f:
@@ -289,8 +287,6 @@ def write_bilm_hdf5(path: os.PathLike | str, params: Params, options: ModelOptio
     """Write params as a bilm-tf weight file (exact layout: names, shapes, float32, no softmax).
 
     Written to a temporary file first, so a failure leaves no partial file."""
-    import h5py
-
     arrays = params_to_arrays(params, options)
     with atomic_output(path, suffix=".hdf5.tmp") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -360,8 +356,6 @@ def import_npz(path: os.PathLike | str, options: Optional[ModelOptions] = None
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WeightsError("npz file not found", path)
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         raise WeightsError("not an .npz file (no zip archive found)", path)
     try:

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -126,6 +128,57 @@ def random_arrays() -> Callable[..., dict[str, np.ndarray]]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: A small biLM shape for the task tests (a few thousand parameters).
+SMALL_BILM = ModelOptions(char_embed_dim=4, filters=((1, 8), (2, 8), (3, 16)), n_highway=1, n_characters=262,
+                          lstm_dim=32, projection_dim=16, n_layers=2, use_skip_connections=True)
+
+
+@pytest.fixture(scope="session")
+def small_bilm(tmp_path_factory) -> tuple[str, str]:
+    """`SMALL_BILM` with random (non-trivial) weights as bilm-tf files: (options.json, weights.hdf5)."""
+    d = tmp_path_factory.mktemp("bilm")
+    SMALL_BILM.to_json(d / "options.json")
+    with h5py.File(d / "weights.hdf5", "w") as f:
+        for name, array in make_random_arrays(SMALL_BILM, seed=3).items():
+            f.create_dataset(name, data=array.astype(np.float32))
+    return str(d / "options.json"), str(d / "weights.hdf5")
+
+
+@st.composite
+def entity_spans(draw, types=("PER", "LOC", "ORG", "MISC"), max_len: int = 25) -> tuple[int, list]:
+    """A sentence length and sorted, non-overlapping (type, start, end) spans in it (adjacent
+    entities of one type included)."""
+    n = draw(st.integers(0, max_len))
+    spans, i = [], 0
+    while i < n:
+        if draw(st.booleans()):
+            length = draw(st.integers(1, min(4, n - i)))
+            spans.append((draw(st.sampled_from(list(types))), i, i + length))
+            i += length
+        else:
+            i += draw(st.integers(1, 3))
+    return n, spans
+
+
+def encode_spans(n: int, spans: list[tuple[str, int, int]], scheme: str) -> list[str]:
+    """Tags of `spans` in IOB1, IOB2 or BIOES (any case), written out from the definitions (not by
+    the code under test)."""
+    scheme = scheme.upper()
+    tags = ["O"] * n
+    prev_end, prev_type = -1, None
+    for type_, start, end in spans:
+        for k in range(start, end):
+            tags[k] = f"I-{type_}"
+        if scheme == "IOB2" or (scheme == "IOB1" and prev_end == start and prev_type == type_):
+            tags[start] = f"B-{type_}"
+        elif scheme == "BIOES":
+            if end - start == 1:
+                tags[start] = f"S-{type_}"
+            else:
+                tags[start], tags[end - 1] = f"B-{type_}", f"E-{type_}"
+        prev_end, prev_type = end, type_
+    return tags
 
 
 @pytest.fixture(scope="session")

@@ -7,24 +7,22 @@ import json
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elmo_jax.options import ModelOptions
 from elmo_jax.tasks import crf, metrics
 from elmo_jax.tasks import tags as T
 from elmo_jax.tasks.config import TaskConfig
 from elmo_jax.tasks.data import read_conll
-from elmo_jax.tasks.loop import (TaskPredictor, check_labels, from_model_tags, model_view, read_task_file,
-                                 train_task)
+from elmo_jax.tasks.labels import check_labels, from_model_tags, model_view, read_task_file
+from elmo_jax.tasks.loop import train_task
+from elmo_jax.tasks.predictor import TaskPredictor
 from elmo_jax.tasks.metrics import extract_spans
 
-CONLL = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "conll_sample.txt")  # IOB2
+from conftest import encode_spans, entity_spans
 
-SMALL_BILM = ModelOptions(char_embed_dim=4, filters=((1, 8), (2, 8), (3, 16)), n_highway=1, n_characters=262,
-                          lstm_dim=32, projection_dim=16, n_layers=2, use_skip_connections=True)
+CONLL = str(Path(__file__).resolve().parents[1] / "examples" / "data" / "conll_sample.txt")  # IOB2
 
 # IOB1 as in the original CoNLL-2003 files: an entity starts with I-X; B-X only right after an X entity.
 IOB1_SENTENCES = [
@@ -47,21 +45,6 @@ def write_conll(path, sentences) -> None:
         lines.extend(f"{token} NNP {tag}" for token, tag in sentence)
         lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def small_bilm(tmp_path_factory) -> tuple[str, str]:
-    """A small biLM with random weights as bilm-tf files: (options.json, weights.hdf5)."""
-    import h5py
-
-    from conftest import make_random_arrays
-
-    d = tmp_path_factory.mktemp("bilm")
-    SMALL_BILM.to_json(d / "options.json")
-    with h5py.File(d / "weights.hdf5", "w") as f:
-        for name, array in make_random_arrays(SMALL_BILM, seed=3).items():
-            f.create_dataset(name, data=array.astype(np.float32))
-    return str(d / "options.json"), str(d / "weights.hdf5")
 
 
 # --------------------------------------------------------------------------- the tagger on IOB1 data
@@ -173,39 +156,11 @@ def test_conversion_is_per_sentence_and_leaves_other_tags():
     assert T.internal_scheme(None) is None
 
 
-@st.composite
-def entity_spans(draw) -> tuple[int, list[tuple[str, int, int]]]:
-    """A sentence length and its entity spans (adjacent entities of one type included)."""
-    n = draw(st.integers(0, 20))
-    spans, i = [], 0
-    while i < n:
-        if draw(st.booleans()):
-            length = draw(st.integers(1, min(4, n - i)))
-            spans.append((draw(st.sampled_from(["PER", "LOC", "ORG"])), i, i + length))
-            i += length
-        else:
-            i += draw(st.integers(1, 3))
-    return n, spans
-
-
-def encode(n: int, spans: list[tuple[str, int, int]], scheme: str) -> list[str]:
-    """Tags of `spans` written out from the definitions (not by the code under test)."""
-    tags = ["O"] * n
-    prev_end, prev_type = -1, None
-    for type_, start, end in spans:
-        for k in range(start, end):
-            tags[k] = f"I-{type_}"
-        if scheme == "IOB2" or (prev_end == start and prev_type == type_):
-            tags[start] = f"B-{type_}"
-        prev_end, prev_type = end, type_
-    return tags
-
-
 @settings(max_examples=300, deadline=None)
-@given(entity_spans())
+@given(entity_spans(types=("PER", "LOC", "ORG"), max_len=20))
 def test_round_trips_on_valid_sequences(sentence):
     n, spans = sentence
-    iob1, iob2 = encode(n, spans, "IOB1"), encode(n, spans, "IOB2")
+    iob1, iob2 = encode_spans(n, spans, "IOB1"), encode_spans(n, spans, "IOB2")
     assert T.iob1_to_iob2(iob1) == iob2 and T.iob2_to_iob1(iob2) == iob1
     assert T.iob2_to_iob1(T.iob1_to_iob2(iob1)) == iob1  # IOB1 -> IOB2 -> IOB1 is the identity
     assert T.iob1_to_iob2(T.iob2_to_iob1(iob2)) == iob2

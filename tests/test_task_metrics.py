@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from elmo_jax.tasks.metrics import classification_report, extract_spans, format_report, span_f1
 
+from conftest import encode_spans, entity_spans
+
 
 # ---------------------------------------------------------------- span extraction
 
@@ -134,51 +136,17 @@ def test_span_f1_rejects_mismatched_input():
 
 # ---------------------------------------------------------------- randomized
 
-@st.composite
-def random_spans(draw) -> tuple[int, list[tuple[str, int, int]]]:
-    """A sentence length and sorted, non-overlapping (type, start, end) spans in it."""
-    n = draw(st.integers(0, 25))
-    spans = []
-    i = 0
-    while i < n:
-        if draw(st.booleans()):
-            length = draw(st.integers(1, min(4, n - i)))
-            spans.append((draw(st.sampled_from(["PER", "LOC", "ORG", "MISC"])), i, i + length))
-            i += length
-        else:
-            i += draw(st.integers(1, 3))
-    return n, spans
-
-
-def encode(n: int, spans: list[tuple[str, int, int]], scheme: str) -> list[str]:
-    """Tags of `spans` in IOB1, IOB2 or BIOES."""
-    tags = ["O"] * n
-    prev_end, prev_type = -1, None
-    for type_, start, end in spans:
-        for k in range(start, end):
-            tags[k] = f"I-{type_}"
-        if scheme == "iob2" or (scheme == "iob1" and prev_end == start and prev_type == type_):
-            tags[start] = f"B-{type_}"
-        elif scheme == "bioes":
-            if end - start == 1:
-                tags[start] = f"S-{type_}"
-            else:
-                tags[start], tags[end - 1] = f"B-{type_}", f"E-{type_}"
-        prev_end, prev_type = end, type_
-    return tags
-
-
 @settings(max_examples=300, deadline=None)
-@given(random_spans(), st.sampled_from(["iob1", "iob2", "bioes"]))
+@given(entity_spans(), st.sampled_from(["iob1", "iob2", "bioes"]))
 def test_extract_spans_recovers_random_spans(sentence, scheme):
     n, spans = sentence
-    assert extract_spans(encode(n, spans, scheme)) == spans
+    assert extract_spans(encode_spans(n, spans, scheme)) == spans
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(random_spans(), min_size=1, max_size=5))
+@given(st.lists(entity_spans(), min_size=1, max_size=5))
 def test_span_f1_of_gold_against_itself_is_one(sentences):
-    gold = [encode(n, spans, "iob2") for n, spans in sentences]
+    gold = [encode_spans(n, spans, "iob2") for n, spans in sentences]
     r = span_f1(gold, gold)
     n_spans = sum(len(spans) for _, spans in sentences)
     assert r["n_gold"] == r["n_pred"] == r["n_correct"] == n_spans

@@ -12,9 +12,9 @@ import pytest
 
 from elmo_jax.config import ConfigError
 from elmo_jax.errors import ElmoError, InputError
-from elmo_jax.options import ModelOptions
 from elmo_jax.tasks.config import TaskConfig
-from elmo_jax.tasks.loop import TaskPredictor, train_task
+from elmo_jax.tasks.loop import train_task
+from elmo_jax.tasks.predictor import TaskPredictor
 from elmo_jax.weights import _flatten, load_model
 
 from conftest import free_port, run_worker
@@ -24,24 +24,6 @@ SAMPLES = REPO / "examples" / "data"
 CONLL = str(SAMPLES / "conll_sample.txt")
 SENTIMENT_TSV = str(SAMPLES / "sentiment_sample.tsv")
 SENTIMENT_JSONL = str(SAMPLES / "sentiment_sample.jsonl")
-SMALL_BILM = ModelOptions(char_embed_dim=4, filters=((1, 8), (2, 8), (3, 16)), n_highway=1, n_characters=262,
-                          lstm_dim=32, projection_dim=16, n_layers=2, use_skip_connections=True)
-
-
-@pytest.fixture(scope="module")
-def bilm_files(tmp_path_factory) -> tuple[str, str]:
-    """A small biLM with random (non-trivial) weights as bilm-tf files: (options.json, weights.hdf5)."""
-    import h5py
-
-    from conftest import make_random_arrays
-
-    d = tmp_path_factory.mktemp("bilm")
-    SMALL_BILM.to_json(d / "options.json")
-    with h5py.File(d / "weights.hdf5", "w") as f:
-        for name, array in make_random_arrays(SMALL_BILM, seed=3).items():
-            f.create_dataset(name, data=array.astype(np.float32))
-    return str(d / "options.json"), str(d / "weights.hdf5")
-
 
 def quiet(msg: str) -> None:
     pass
@@ -97,9 +79,9 @@ def test_classifier_overfits_and_frozen_bilm_is_bit_identical(pretrained_tiny, t
 
 
 @pytest.mark.slow
-def test_fine_tune_changes_the_bilm(bilm_files, tmp_path):
+def test_fine_tune_changes_the_bilm(small_bilm, tmp_path):
     """`fine_tune`: the biLM (char-CNN included, characters in the step) is trained at its own rate."""
-    options, weights = bilm_files
+    options, weights = small_bilm
     cfg = TaskConfig(task="tag", train=CONLL, options=options, weights=weights, hidden_dim=16,
                      batch_size=16, max_epochs=2, fine_tune=True, bilm_learning_rate=1e-3)
     summary = train_task(cfg, str(tmp_path / "ft"), progress=False, log=quiet, return_params=True)
@@ -162,16 +144,16 @@ def test_cached_tokens_equal_the_character_path_on_the_reference_weights(fixture
 
 
 # --------------------------------------------------------------------------- resume, devices, hosts
-def small_cfg(bilm_files, **changes) -> TaskConfig:
-    options, weights = bilm_files
+def small_cfg(small_bilm, **changes) -> TaskConfig:
+    options, weights = small_bilm
     base = dict(task="classify", train=SENTIMENT_TSV, dev=SENTIMENT_JSONL, options=options, weights=weights,
                 hidden_dim=16, dropout=0.0, batch_size=8, max_epochs=3, patience=0, learning_rate=0.01)
     base.update(changes)
     return TaskConfig(**base)
 
 
-def test_resume_equals_uninterrupted_run(bilm_files, tmp_path):
-    cfg = small_cfg(bilm_files, dropout=0.3)
+def test_resume_equals_uninterrupted_run(small_bilm, tmp_path):
+    cfg = small_cfg(small_bilm, dropout=0.3)
     straight = train_task(cfg, str(tmp_path / "a"), progress=False, log=quiet, return_params=True)
     train_task(cfg.replace(max_epochs=2), str(tmp_path / "b"), progress=False, log=quiet)
     resumed = train_task(cfg, str(tmp_path / "b"), resume=True, progress=False, log=quiet, return_params=True)
@@ -184,11 +166,11 @@ def test_resume_equals_uninterrupted_run(bilm_files, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_hosts_of_four_devices_equal_one_device(bilm_files, tmp_path):
+def test_two_hosts_of_four_devices_equal_one_device(small_bilm, tmp_path):
     """Data-parallel training over 2 processes x 4 simulated devices (jax.distributed, gloo; 8
     devices in all, each host feeding its rows) gives the 1-device params and losses (up to
     float32 reduction order)."""
-    cfg = small_cfg(bilm_files, max_epochs=2, task="tag", train=CONLL, dev=CONLL, crf=True)
+    cfg = small_cfg(small_bilm, max_epochs=2, task="tag", train=CONLL, dev=CONLL, crf=True)
     path = tmp_path / "cfg.json"
     cfg.to_json(path)
     run_worker(path, tmp_path / "one", tmp_path / "one.npz", 1, extra=["--task"])
@@ -213,30 +195,30 @@ def test_two_hosts_of_four_devices_equal_one_device(bilm_files, tmp_path):
 
 
 # --------------------------------------------------------------------------- bad input
-def test_bad_input_is_reported_before_compute_and_never_overwrites(bilm_files, tmp_path):
-    options, weights = bilm_files
+def test_bad_input_is_reported_before_compute_and_never_overwrites(small_bilm, tmp_path):
+    options, weights = small_bilm
     dev = tmp_path / "dev.tsv"
     dev.write_text("text\tlabel\ngood film\tpositive\nodd film\tneutral\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"dev\.tsv.*'neutral'.*do not occur in the training data"):
-        train_task(small_cfg(bilm_files, dev=str(dev)), str(tmp_path / "x"), progress=False, log=quiet)
+        train_task(small_cfg(small_bilm, dev=str(dev)), str(tmp_path / "x"), progress=False, log=quiet)
     assert not (tmp_path / "x").exists(), "a failed check must not create the output directory"
     with pytest.raises(ElmoError, match="weights.*not found|not found"):
-        train_task(small_cfg(bilm_files, weights=str(tmp_path / "missing.hdf5")), str(tmp_path / "x"),
+        train_task(small_cfg(small_bilm, weights=str(tmp_path / "missing.hdf5")), str(tmp_path / "x"),
                    progress=False, log=quiet)
     with pytest.raises(ConfigError, match="encoder"):
-        small_cfg(bilm_files, encoder="cnn").validate()
+        small_cfg(small_bilm, encoder="cnn").validate()
     with pytest.raises(ConfigError, match="unknown task option"):
         TaskConfig.from_dict({"task": "tag", "train": CONLL, "options": options, "weights": weights, "colour": 1})
     one_label = tmp_path / "one.tsv"
     one_label.write_text("text\tlabel\na b\tx\nc d\tx\n", encoding="utf-8")
     with pytest.raises(InputError, match="only one label"):
-        train_task(small_cfg(bilm_files, train=str(one_label), dev=None), str(tmp_path / "x"), progress=False, log=quiet)
+        train_task(small_cfg(small_bilm, train=str(one_label), dev=None), str(tmp_path / "x"), progress=False, log=quiet)
     # a finished run is never overwritten without --resume
     out = tmp_path / "done"
-    train_task(small_cfg(bilm_files, max_epochs=1), str(out), progress=False, log=quiet)
+    train_task(small_cfg(small_bilm, max_epochs=1), str(out), progress=False, log=quiet)
     saved = sorted(p.name for p in (out / "best").iterdir())
     with pytest.raises(ElmoError, match="already holds a trained task model"):
-        train_task(small_cfg(bilm_files, max_epochs=1), str(out), progress=False, log=quiet)
+        train_task(small_cfg(small_bilm, max_epochs=1), str(out), progress=False, log=quiet)
     assert sorted(p.name for p in (out / "best").iterdir()) == saved
     predictor = TaskPredictor(out)
     with pytest.raises(InputError, match="sentence 1 is empty"):

@@ -161,7 +161,7 @@ def cmd_task_train(args: argparse.Namespace) -> int:
 def cmd_task_evaluate(args: argparse.Namespace) -> int:
     _compilation_cache()
     from ..io_utils import atomic_write_text
-    from .loop import TaskPredictor
+    from .predictor import TaskPredictor
     from .metrics import format_report
 
     predictor = TaskPredictor(args.model_dir, batch_size=args.batch_size)
@@ -174,7 +174,7 @@ def cmd_task_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_task_predict(args: argparse.Namespace) -> int:
     _compilation_cache()
-    from .loop import TaskPredictor
+    from .predictor import TaskPredictor
 
     predictor = TaskPredictor(args.model_dir, batch_size=args.batch_size)
     n = predictor.predict_file(args.input, args.output)

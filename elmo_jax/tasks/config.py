@@ -52,6 +52,7 @@ class TaskConfig(ConfigBase):
     batch_size: int = 32  # global rows per step, split over all devices
     max_epochs: int = 20
     patience: int = 3  # stop after this many epochs without dev improvement (0: never stop early)
+    log_every: int = 50  # steps per metrics.jsonl record of the training loss and gradient norm (0: epochs only)
     metric: str = "auto"  # model selection: accuracy | macro_f1 (classify), span_f1 | accuracy (tag)
     cache_tokens: bool = True  # precompute each word's biLM token vector once (frozen biLM only)
     seed: int = 0
@@ -87,7 +88,7 @@ class TaskConfig(ConfigBase):
             raise bad("metric", f"must be auto or one of {', '.join(METRICS[self.task])} for task "
                                 f"'{self.task}', got {self.metric!r}")
         self.check_ranges(source, positive=("hidden_dim", "batch_size", "max_epochs"),
-                          non_negative=("patience", "seed"), probability=("dropout",),
+                          non_negative=("patience", "seed", "log_every"), probability=("dropout",),
                           positive_number=("learning_rate", "bilm_learning_rate"),
                           at_least_zero=("l2_coef", "clip_norm"))
         return self

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from ..errors import ElmoError
 
@@ -84,8 +85,6 @@ def _all_hosts(ok: bool) -> bool:
     """True when `ok` holds on every host (the same answer everywhere; no-op on one host)."""
     if jax.process_count() == 1:
         return ok
-    from jax.experimental import multihost_utils
-
     flags = multihost_utils.process_allgather(np.asarray(int(ok), np.int32))
     return bool(np.all(np.asarray(flags)))
 
@@ -243,8 +242,6 @@ class Checkpoints:
                                           f"({_reason(e)}); move or delete it by hand", self.step_dir(step))
         if steps:
             if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
                 multihost_utils.sync_global_devices("elmo_jax:checkpoints_set_aside")
             for step in steps:
                 self._unreadable.pop(step, None)

@@ -32,12 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
 from .. import sharding as shd
 from ..config import ConfigError, TrainConfig
 from ..data import Batcher
-from ..errors import ElmoError
 from ..hub import resolve_model
 from ..loss import LogUniformSampler
 from ..modules.lstm import zero_state
@@ -45,6 +43,7 @@ from ..prefetch import Prefetcher
 from ..vectors import initial_word_table
 from ..vocab import Vocabulary, resolve_files
 from ..weights import import_npz, load_model
+from . import kit
 from .batching import Bucket, StepInputs
 from .checkpoint import CheckpointError, Checkpoints, abstract_tree
 from .metrics import IntervalMeans, MetricsWriter
@@ -118,8 +117,7 @@ class CompiledSteps:
     def __init__(self, cfg: TrainConfig, vocab_size: int, state_sh, abstract_state, mesh, inputs: StepInputs,
                  quiet: bool = False):
         self.inputs = inputs
-        self.jitted = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0,
-                              out_shardings=(state_sh, shd.replicated(mesh)))
+        self.jitted = kit.compile_step(make_train_step(cfg, vocab_size), state_sh, mesh)
         self.abstract_state = abstract_state
         self.cfg, self.mesh, self.quiet = cfg, mesh, quiet
         self.programs: dict[Bucket, Any] = {}
@@ -290,20 +288,22 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
     evaluator = (Evaluator(cfg, heldout_files, vocab, mesh, max_batches=cfg.eval_batches)
                  if heldout_files else None)
     key = jax.random.key(cfg.seed)
-    abstract = jax.eval_shape(lambda k: init_state(cfg, vocab_size, k), key)
+
+    def init(k):
+        return init_state(cfg, vocab_size, k)
+
     shard_softmax = shd.should_shard_softmax(cfg.shard_softmax, vocab_size, cfg.model.projection_dim, mesh)
-    state_sh = shd.state_shardings(abstract, mesh, shard_softmax, vocab_size)
-    restored = None
-    if ckpts.all_steps():
-        data_abs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
-                                          batcher.state())
-        restored = ckpts.restore_latest(abstract_tree(abstract, state_sh), data_abs, check=check)
+    abstract, state_sh = kit.plan_state(
+        init, lambda a: shd.state_shardings(a, mesh, shard_softmax, vocab_size), key)
+    data_abs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                                      batcher.state())
+    restored = ckpts.restore_latest(abstract, data_abs, check=check)
     if restored is not None:
         state = restored.state
         batcher.restore(jax.tree_util.tree_map(np.asarray, restored.data))
         print(f"elmo-jax: resumed from step {restored.step} in {ckpts.directory}", file=sys.stderr)
     else:
-        state = jax.jit(lambda k: init_state(cfg, vocab_size, k), out_shardings=state_sh)(key)
+        state = kit.create_state(init, state_sh, key)
         if word_table is not None:
             state = _with_word_table(state, cfg, word_table, state_sh)
         if cfg.init_from:
@@ -313,19 +313,18 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
     steps = total_steps(cfg, batcher.steps_per_epoch)
 
     # ---- compile ahead of time: every bucket of the next batches
-    programs = CompiledSteps(cfg, vocab_size, state_sh, abstract_tree(abstract, state_sh), mesh, inputs)
+    programs = CompiledSteps(cfg, vocab_size, state_sh, abstract, mesh, inputs)
     for bucket in prescan_buckets(batcher, inputs, min(PRESCAN_BATCHES, max(steps - first, 0))):
         programs.get(bucket)
 
     sampler = LogUniformSampler(vocab_size, cfg.n_negative_samples) if cfg.n_negative_samples else None
     writer = MetricsWriter(os.path.join(run_dir, METRICS_FILE), os.path.join(run_dir, TENSORBOARD_DIR),
                            purge_step=first + 1 if restored is not None else None)
-    bar = tqdm(total=steps, initial=first, unit="step", disable=not progress or jax.process_index() != 0,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = kit.progress_bar(steps, initial=first, enabled=progress)
     interval = IntervalMeans()
     tokens_per_step = cfg.batch_size * cfg.unroll_steps
     last: dict = {}
-    pending = None  # (step, metrics on device): the step in flight
+    flight = kit.InFlight()  # (step, metrics on device) of the step in flight
     clock = {"t": time.perf_counter(), "step": first}
     prev_val: Optional[float] = None
     stop_at: Optional[int] = None
@@ -334,13 +333,9 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
     def drain(item) -> dict:
         """Read a finished step's metrics; stop on a non-finite loss; log at interval ends."""
         step_no, metrics = item
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not all(math.isfinite(values[k]) for k in ("loss", "grad_norm", "param_norm")):
-            ckpts.wait()
-            raise ElmoError(f"non-finite loss at step {step_no} (loss {values['loss']}, gradient norm "
-                            f"{values['grad_norm']}, parameter norm {values['param_norm']}); the last good "
-                            f"checkpoint is {ckpts.describe_latest()}; lower the learning rate or check the data, "
-                            "then continue with --resume", run_dir)
+        values = kit.read_metrics(metrics)
+        kit.check_finite(values, step_no, ("loss", "grad_norm", "param_norm"), ckpts, run_dir,
+                         "lower the learning rate or check the data, then continue with --resume")
         interval.add({"loss_fwd": values["loss_fwd"] * values["tokens"], "loss_bwd": values["loss_bwd"] * values["tokens"]},
                      {"loss_fwd": values["tokens"], "loss_bwd": values["tokens"]})
         interval.add_scalar("grad_norm", values["grad_norm"])
@@ -368,20 +363,19 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
             batch = to_global(local, guard.requested, mesh)
             negs = None if negatives is None else jax.device_put(negatives, shd.replicated(mesh))
             state, metrics = program(state, batch, negs)
-            if pending is not None:  # lag-1: the previous step's metrics, while this step runs
-                values = drain(pending)
+            previous = flight.push((step_no, metrics))
+            if previous is not None:  # lag-1: the previous step's metrics, while this step runs
+                values = drain(previous)
                 if values["stop"] > 0:
                     stop_at = step_no  # every host reads the same max: the same decision everywhere
                 elif values["step"] % cfg.log_every == 0:
                     last = log_interval(values["step"], values)
                     writer.write(last)
-            pending = (step_no, metrics)
             bar.update(1)
             periodic_eval = bool(cfg.eval_every) and step_no % cfg.eval_every == 0
             eval_now = evaluator is not None and (periodic_eval or step_no == steps)
             if stop_at is not None or eval_now or step_no % cfg.checkpoint_every == 0 or step_no == steps:
-                values = drain(pending)
-                pending = None
+                values = drain(flight.pop())
                 if values["stop"] > 0 and stop_at is None:
                     stop_at = step_no
                 record = log_interval(step_no, values)
@@ -410,8 +404,8 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
                 break
             if step_no == steps:
                 break
-        if pending is not None:
-            drain(pending)
+        if flight.pending is not None:
+            drain(flight.pop())
         if evaluator is not None and first >= steps:  # nothing left to train: report validation only
             val = evaluator(state["params"])
             last.update(val)

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from ..errors import ElmoError
-from ..io_utils import read_json_objects
+from ..io_utils import atomic_output, read_json_objects
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -68,7 +68,7 @@ def series(records: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def _matplotlib():
-    try:
+    try:  # lazy: matplotlib is the optional `plot` extra; without it only plotting fails
         import matplotlib
 
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -94,7 +94,8 @@ def make_figure(records: list[dict], title: str, size: tuple[float, float] = (8.
     if not drawn:
         raise ElmoError("metrics.jsonl has no perplexity values yet")
     ax.set_yscale("log")
-    from matplotlib.ticker import LogFormatter, MaxNLocator, NullLocator, ScalarFormatter
+    from matplotlib.ticker import (  # lazy: the optional `plot` extra (see _matplotlib)
+        LogFormatter, MaxNLocator, NullLocator, ScalarFormatter)
 
     if max(drawn) / min(drawn) < 3:  # too narrow for decade ticks: evenly spaced plain numbers
         ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
@@ -123,8 +124,6 @@ def plot_run(run_dir: str, output: Optional[str] = None, size: tuple[float, floa
         raise ElmoError("no perplexity values logged yet", os.path.join(run_dir, METRICS_FILE))
     fig = make_figure(records, name, size=size, dpi=dpi)
     output = output or os.path.join(run_dir, "learning_curve.png")
-    from ..io_utils import atomic_output
-
     with atomic_output(output, suffix=".png.tmp") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return output

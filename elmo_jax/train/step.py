@@ -26,6 +26,7 @@ from ..config import TrainConfig
 from ..loss import full_softmax_loss, log_uniform_expected_count_jax, sampled_softmax_loss
 from ..modules.language_model import LanguageModel, example_inputs, softmax_params
 from ..modules.lstm import zero_state
+from .kit import with_clipping
 
 State = dict[str, Any]
 
@@ -44,7 +45,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         opt = optax.adagrad(cfg.learning_rate, initial_accumulator_value=cfg.initial_accumulator, eps=0.0)
     else:
         opt = optax.adam(cfg.learning_rate)
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt) if cfg.clip_norm > 0 else opt
+    return with_clipping(opt, cfg.clip_norm)
 
 
 def init_state(cfg: TrainConfig, vocab_size: int, key: jax.Array) -> State:

@@ -40,7 +40,7 @@ class TensorBoardWriter:
         self._writer = None
         if not enabled:
             return
-        try:
+        try:  # lazy: tensorboardX is the optional `tensorboard` extra; without it, JSONL only
             from tensorboardX import SummaryWriter
         except ImportError:
             _warn_missing_once()
@@ -91,6 +91,7 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
     as TensorBoard does. Parses the TFRecord framing (length, masked CRC-32C of the length, Event
     protobuf, masked CRC-32C of the data) and checks both checksums; needs tensorboardX for the
     protobufs."""
+    # lazy: tensorboardX is the optional `tensorboard` extra (tests and TensorBoard users have it)
     from tensorboardX.crc32c import crc32c
     from tensorboardX.proto import event_pb2
 
