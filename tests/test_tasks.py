@@ -15,6 +15,8 @@ from elmo_jax.errors import ElmoError, InputError
 from elmo_jax.tasks.config import TaskConfig
 from elmo_jax.tasks.loop import train_task
 from elmo_jax.tasks.predictor import TaskPredictor
+from elmo_jax.train.runlock import RunLock, RunLockedError
+from elmo_jax.train.tensorboard import read_scalars
 from elmo_jax.weights import _flatten, load_model
 
 from conftest import free_port, run_worker
@@ -192,6 +194,40 @@ def test_two_hosts_of_four_devices_equal_one_device(small_bilm, tmp_path):
         np.testing.assert_allclose([h["train_loss"] for h in meta["history"]],
                                    [h["train_loss"] for h in ref_meta["history"]], rtol=1e-5)
         assert meta["dev"]["f1"] == pytest.approx(ref_meta["dev"]["f1"])
+
+
+# --------------------------------------------------------------------------- metrics, non-finite stop, lock
+def test_metrics_are_interval_means_and_the_epoch_loss_is_exact(small_bilm, tmp_path):
+    """`log_every=1`: one metrics.jsonl record (and TensorBoard scalar) per step, then the epoch's
+    record; 40 sentences in 5 full batches of 8, so the epoch's training loss (a mean over its
+    sentences) is the mean of its 5 step losses."""
+    out = tmp_path / "m"
+    summary = train_task(small_cfg(small_bilm, max_epochs=2, log_every=1), str(out), progress=False, log=quiet)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "epoch" in r and "train_loss" not in r]
+    epochs = [r for r in records if "train_loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 11)) and [r["epoch"] for r in epochs] == [1, 2]
+    assert all(r["interval_steps"] == 1 and np.isfinite(r["grad_norm"]) and r["loss"] > 0 for r in steps)
+    for e, record in enumerate(epochs):
+        losses = [r["loss"] for r in steps if r["epoch"] == e + 1]
+        assert record["train_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-6)
+        assert record == summary["history"][e]
+    scalars = read_scalars(str(out / "tensorboard"))
+    assert [s for s, _ in scalars["loss"]] == list(range(1, 11))
+    assert [v for _, v in scalars["train_loss"]] == pytest.approx([r["train_loss"] for r in epochs])
+
+
+def test_non_finite_loss_stops_naming_the_step_and_a_second_run_is_locked_out(small_bilm, tmp_path):
+    out = tmp_path / "nan"
+    with RunLock(str(out)):  # another run holds the directory: refused before anything is written
+        with pytest.raises(RunLockedError, match="another elmo-jax run"):
+            train_task(small_cfg(small_bilm), str(out), progress=False, log=quiet)
+    assert not (out / "task_config.json").exists()
+    with pytest.raises(ElmoError, match=r"non-finite loss at step (\d+) \(loss .*\); the last good checkpoint is "
+                                        r"(none|step \d+)") as info:
+        train_task(small_cfg(small_bilm, learning_rate=1e30, clip_norm=0.0, max_epochs=4), str(out),
+                   progress=False, log=quiet)
+    assert str(out) in str(info.value)
 
 
 # --------------------------------------------------------------------------- bad input
