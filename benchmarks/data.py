@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
-    from elmo_jax.corpus import build_builtin_corpus
+    from elmo_jax.corpus import builtin_corpus
     from elmo_jax.data import Batcher
 
     t0 = time.perf_counter()
-    info = build_builtin_corpus(args.corpus_dir)
+    info = builtin_corpus(args.corpus_dir)
     t_corpus = time.perf_counter() - t0
     print(f"corpus: {info['dir']} ({info['n_train_tokens']} train tokens, {info['n_train_sentences']} sentences, "
           f"vocab {info['vocab_size']}; ready in {t_corpus:.1f} s)")

@@ -26,10 +26,10 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=2000)
     args = ap.parse_args()
 
-    from elmo_jax.corpus import build_builtin_corpus
+    from elmo_jax.corpus import builtin_corpus
     from elmo_jax.tasks.config import TaskConfig
     from elmo_jax.tasks.loop import train_task
-    from elmo_jax.tasks.probe import write_swap_task
+    from examples.swap_task import write_swap_task
 
     if not os.path.exists(os.path.join(args.export, "options.json")):
         from elmo_jax.config import TrainConfig
@@ -39,7 +39,7 @@ def main() -> None:
         run_dir = os.path.dirname(os.path.abspath(args.export))
         train(TrainConfig.from_json("configs/tiny.json"), run_dir, progress=False)
         export_run(run_dir, args.export)
-    corpus = build_builtin_corpus()
+    corpus = builtin_corpus()
     with tempfile.TemporaryDirectory() as tmp:
         for encoder in args.encoders.split(","):
             results: dict[str, list[float]] = {"pretrained": [], "untrained": []}

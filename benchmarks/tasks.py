@@ -47,10 +47,10 @@ def random_bilm(shape: str, directory: str) -> tuple[str, str]:
 
 
 def conll_file(path: str, n: int) -> int:
-    from elmo_jax.corpus import build_builtin_corpus
-    from elmo_jax.tasks.probe import read_sentences
+    from elmo_jax.corpus import builtin_corpus
+    from examples.swap_task import read_sentences
 
-    sentences = [s for s in read_sentences(build_builtin_corpus()["train_files"]) if 3 <= len(s) <= 60][:n]
+    sentences = [s for s in read_sentences(builtin_corpus()["train_files"]) if 3 <= len(s) <= 60][:n]
     with open(path, "w", encoding="utf-8") as fh:
         for s in sentences:
             prev = "O"

@@ -212,12 +212,12 @@ def corpus_batch(rows: int, unroll: int, max_chars: int) -> tuple:
     """(Batcher, one batch of it) of the built-in corpus at this shape (cached per shape)."""
     key = (rows, unroll, max_chars)
     if key not in _BATCHES:
-        from elmo_jax.corpus import build_builtin_corpus
+        from elmo_jax.corpus import builtin_corpus
         from elmo_jax.data import Batcher
         from elmo_jax.vocab import Vocabulary
 
         if not _CORPUS:
-            c = build_builtin_corpus()
+            c = builtin_corpus()
             _CORPUS.update(c, vocab=Vocabulary.from_file(c["vocab_file"]))
         batcher = Batcher(_CORPUS["train_files"], _CORPUS["vocab"], global_batch_size=rows,
                           unroll_steps=unroll, max_characters_per_token=max_chars)

@@ -210,9 +210,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     vectors = embedder.embed_sentence(sentence)
     info = ""
     if cfg.train_files.startswith("builtin:"):
-        from .corpus import build_builtin_corpus
+        from .corpus import builtin_corpus
 
-        info = f" (unigram perplexity of the same heldout text: {build_builtin_corpus()['unigram_perplexity']:.1f})"
+        info = f" (unigram perplexity of the same heldout text: {builtin_corpus()['unigram_perplexity']:.1f})"
     if "val_perplexity" in last:
         print(f"heldout perplexity after {int(last.get('step', 0))} steps: {last['val_perplexity']:.1f}{info}")
     print(f"exported to {out_dir}: options.json, weights.hdf5 (bilm-tf layout), params.npz, vocab.txt")

@@ -74,3 +74,14 @@ def test_graph_sees_relative_and_local_imports() -> None:
 def test_package_import_graph_has_no_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_package_imports_no_demo_or_benchmark_code() -> None:
+    """The corpus builder and the swap task live in examples/: the package imports nothing from
+    there (nor from benchmarks/ or tests/)."""
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad = [n for n in names if n.split(".")[0] in ("examples", "benchmarks", "tests", "conftest")]
+            assert not bad, f"{path.relative_to(PKG.parent)} imports {bad}"

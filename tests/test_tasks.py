@@ -274,10 +274,10 @@ def test_pretrained_elmo_beats_an_untrained_bilm_on_a_context_task(pretrained_ti
     test examples from its heldout text. The same BiLSTM classifier on the frozen tiny biLM
     pretrained 200 steps (configs/tiny.json) vs on an untrained biLM of the same shape.
     Measured: test accuracy 0.755 (pretrained) vs 0.500 (untrained)."""
-    from elmo_jax.corpus import build_builtin_corpus
-    from elmo_jax.tasks.probe import write_swap_task
+    from elmo_jax.corpus import builtin_corpus
+    from examples.swap_task import write_swap_task
 
-    corpus = build_builtin_corpus()
+    corpus = builtin_corpus()
     paths = write_swap_task(tmp_path / "swap", corpus["train_files"], corpus["heldout_files"],
                             n_train=2000, n_dev=200, n_test=400, seed=0)
     accuracy = {}

@@ -264,10 +264,10 @@ def test_kill_9_restarts_from_last_complete_checkpoint(tmp_path):
 def test_tiny_config_beats_unigram_perplexity(pretrained_tiny):
     """`configs/tiny.json` on the built-in corpus: heldout perplexity well below the unigram
     perplexity of the same heldout text (measured: about 166 vs 363 after its 200 steps)."""
-    from elmo_jax.corpus import build_builtin_corpus
+    from elmo_jax.corpus import builtin_corpus
 
     last = pretrained_tiny["last"]
-    unigram = build_builtin_corpus()["unigram_perplexity"]
+    unigram = builtin_corpus()["unigram_perplexity"]
     assert last["step"] == 200
     assert last["val_perplexity"] < 0.75 * unigram, \
         f"tiny heldout perplexity {last['val_perplexity']:.1f} is not well below the unigram {unigram:.1f}"

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from ..config import ConfigError, TrainConfig
-from ..corpus import build_builtin_corpus
+from ..corpus import builtin_corpus
 from ..errors import ElmoError
 from ..options import ModelOptions
 from ..vocab import Vocabulary, resolve_files
@@ -33,7 +33,7 @@ IMPORTED_KEY = "imported_from"
 
 
 def resolve_vocab_path(cfg: TrainConfig) -> str:
-    return build_builtin_corpus()["vocab_file"] if cfg.vocab == "builtin" else cfg.vocab
+    return builtin_corpus()["vocab_file"] if cfg.vocab == "builtin" else cfg.vocab
 
 
 def resolve_data(cfg: TrainConfig) -> tuple[list[str], list[str], Vocabulary]:
@@ -43,7 +43,7 @@ def resolve_data(cfg: TrainConfig) -> tuple[list[str], list[str], Vocabulary]:
     def files_of(spec: str) -> list[str]:
         nonlocal builtin
         if spec.startswith("builtin:"):
-            builtin = builtin or build_builtin_corpus()
+            builtin = builtin or builtin_corpus()
             key = spec.split(":", 1)[1]
             if key not in ("train", "heldout"):
                 raise ConfigError(f"unknown built-in corpus part '{spec}' (use builtin:train or builtin:heldout)")

@@ -2,7 +2,8 @@
 
 A swapped sentence has exactly the words of a real one, so a bag of context-free token vectors
 cannot tell them apart; only word order (which a pretrained biLM has learned) can. Used to show
-that pretraining helps (tests/test_tasks.py, benchmarks/pretraining_helps.py).
+that pretraining helps (tests/test_tasks.py, benchmarks/pretraining_helps.py): demo data, not
+part of the package.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io_utils import atomic_write_text, read_lines
+from elmo_jax.io_utils import atomic_write_text, read_lines
 
 REAL, SWAPPED = "real", "swapped"
 
