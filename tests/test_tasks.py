@@ -13,8 +13,10 @@ import pytest
 from elmo_jax.config import ConfigError
 from elmo_jax.errors import ElmoError, InputError
 from elmo_jax.tasks.config import TaskConfig
+from elmo_jax.tasks import loop as loop_mod
 from elmo_jax.tasks.loop import train_task
 from elmo_jax.tasks.predictor import TaskPredictor
+from elmo_jax.train.preemption import PreemptionGuard
 from elmo_jax.train.runlock import RunLock, RunLockedError
 from elmo_jax.train.tensorboard import read_scalars
 from elmo_jax.weights import _flatten, load_model
@@ -154,11 +156,31 @@ def small_cfg(small_bilm, **changes) -> TaskConfig:
     return TaskConfig(**base)
 
 
-def test_resume_equals_uninterrupted_run(small_bilm, tmp_path):
+class StopRequestedAt(PreemptionGuard):
+    """A guard whose stop request (SIGTERM's) arrives when the loop asks for the `n`th time."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.reads = n, 0
+
+    @property
+    def requested(self) -> bool:
+        self.reads += 1
+        return self.reads >= self.n
+
+
+def test_resume_equals_uninterrupted_run(small_bilm, tmp_path, monkeypatch):
+    """3 epochs of 5 steps straight, or: 1 epoch; resumed and preempted (a stop request before
+    step 8, so after step 9: inside epoch 2); resumed again. Same losses, bit-identical params."""
     cfg = small_cfg(small_bilm, dropout=0.3)
     straight = train_task(cfg, str(tmp_path / "a"), progress=False, log=quiet, return_params=True)
-    train_task(cfg.replace(max_epochs=2), str(tmp_path / "b"), progress=False, log=quiet)
+    train_task(cfg.replace(max_epochs=1), str(tmp_path / "b"), progress=False, log=quiet)
+    monkeypatch.setattr(loop_mod, "PreemptionGuard", lambda: StopRequestedAt(3))
+    stopped = train_task(cfg, str(tmp_path / "b"), resume=True, progress=False, log=quiet)
+    assert stopped["preempted"] and stopped["epochs"] == 1 and "dev" not in stopped
+    monkeypatch.undo()
     resumed = train_task(cfg, str(tmp_path / "b"), resume=True, progress=False, log=quiet, return_params=True)
+    assert not resumed["preempted"]
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
     a, b = flat(straight["params"]), flat(resumed["params"])
     assert all(np.array_equal(a[k], b[k]) for k in a)

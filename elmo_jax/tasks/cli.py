@@ -149,6 +149,9 @@ def cmd_task_train(args: argparse.Namespace) -> int:
     from .metrics import format_report
 
     summary = train_task(cfg, args.output_dir, resume=args.resume, progress=not args.quiet)
+    if summary["preempted"]:
+        print(f"stopped after {summary['epochs']} complete epochs; continue with --resume")
+        return 0
     print(f"trained {summary['epochs']} epochs; best epoch {summary['best_epoch']} by dev {summary['metric']}"
           + (" (stopped early)" if summary["stopped_early"] else ""))
     for name in ("dev", "test"):

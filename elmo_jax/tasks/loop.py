@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ from ..errors import InputError
 from ..train import kit
 from ..train.checkpoint import Checkpoints
 from ..train.metrics import IntervalMeans, MetricsWriter
+from ..train.preemption import PreemptionGuard
 from ..train.runlock import RunLock
 from .config import TaskConfig
 from .features import (build_model, constants, get_bilm, init_params, load_bilm, load_word_vectors, put_bilm,
@@ -69,18 +70,18 @@ def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progre
     all_sentences = train.tokens + (dev.tokens if dev else []) + (test.tokens if test else [])
     vectors = load_word_vectors(cfg, all_sentences)
     check_output_dir(cfg, output_dir, resume)
-    with RunLock(output_dir, enabled=jax.process_index() == 0):
+    with RunLock(output_dir, enabled=jax.process_index() == 0), PreemptionGuard() as guard:
         write_model_files(cfg, output_dir, resume, names, scheme, options, vectors)
         if vectors is not None:
             log(f"word vectors: {len(vectors.words)} of the data's words found in {cfg.word_vectors} "
                 f"(dim {vectors.dim}); coverage of the training tokens "
                 f"{vectors.coverage([w for s in train.tokens for w in s]):.1%}")
         return _train(cfg, output_dir, resume, progress, log, return_params, train, dev, test, names, scheme,
-                      options, bilm_params, vectors, all_sentences)
+                      options, bilm_params, vectors, all_sentences, guard)
 
 
 def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, test, names, scheme, options,
-           bilm_params, vectors, all_sentences) -> dict:
+           bilm_params, vectors, all_sentences, guard) -> dict:
     # ---- model, state, mesh
     mesh = shd.make_mesh()
     inputs = TaskInputs(options, all_sentences, word_vectors=vectors, use_chars=uses_chars(cfg))
@@ -103,12 +104,16 @@ def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, te
     try:
         history: list[dict] = []
         start_epoch, best_value, best_epoch, bad_epochs = 0, -math.inf, -1, 0
+        partial = None  # a preempted epoch: {"epoch", "batches" done, "means" of their losses}
         restored = last_ckpt.restore_latest(abstract, {"epoch": np.zeros((), np.int32)}) if resume else None
         if restored is not None:
             state, meta = restored.state, restored.meta
-            start_epoch, best_value, best_epoch = int(meta["epoch"]) + 1, float(meta["best_value"]), int(meta["best_epoch"])
-            bad_epochs, history = int(meta["bad_epochs"]), list(meta["history"])
-            log(f"resuming after epoch {start_epoch} (best {cfg.selection_metric} {best_value:.4f} at epoch {best_epoch + 1})")
+            start_epoch, best_epoch = int(meta["epoch"]) + 1, int(meta["best_epoch"])
+            best_value = -math.inf if meta["best_value"] is None else float(meta["best_value"])
+            bad_epochs, history, partial = int(meta["bad_epochs"]), list(meta["history"]), meta.get("partial")
+            where = (f"epoch {partial['epoch'] + 1}, batch {partial['batches']}" if partial
+                     else f"epoch {start_epoch}")
+            log(f"resuming after {where} (best {cfg.selection_metric} {best_value:.4f} at epoch {best_epoch + 1})")
         else:
             state = kit.create_state(init, state_sharding, key, bilm_params)
         t0 = time.time()
@@ -127,7 +132,7 @@ def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, te
         interval = IntervalMeans()  # the `log_every` records: means over their steps (across epochs)
         clock = {"t": time.perf_counter(), "sentences": 0}
 
-        def drain(item, epoch: int, epoch_means: IntervalMeans, bar) -> None:
+        def drain(item, epoch: int, epoch_means: IntervalMeans, bar) -> dict:
             """Read a finished step's metrics; stop on a non-finite loss; log at interval ends."""
             step_no, metrics, n_sentences = item
             values = kit.read_metrics(metrics)
@@ -148,36 +153,55 @@ def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, te
                 m = interval.means()
                 writer.write({"step": step_no, "epoch": epoch + 1, "loss": m["loss"], "grad_norm": m["grad_norm"],
                               "sentences_per_s": rate, "interval_steps": m["steps"]})
+            return values
+
+        def save_last(epoch: int, extra: Optional[dict] = None) -> None:
+            """The whole train state after `epoch` (+ a preempted epoch's progress), as step N."""
+            meta = {"epoch": epoch, "best_value": None if best_value == -math.inf else best_value,
+                    "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history, **(extra or {})}
+            last_ckpt.save(int(state["step"]), state, {"epoch": np.int32(epoch)}, meta, force=True)
 
         def evaluate(data) -> dict:
             outputs = predict_all(cfg, predict_fn, state["params"], consts, inputs, data.tokens, mesh,
                                   cfg.batch_size * 2)
             return score(cfg, data, outputs, names, scheme)
 
-        stopped_early = False
+        stopped_early, stopped_at = False, None
         epoch = start_epoch - 1
         for epoch in range(start_epoch, cfg.max_epochs):
             if cfg.patience and bad_epochs >= cfg.patience:
                 stopped_early = True
                 break
             order = epoch_order(lengths, rows, np.random.default_rng([cfg.seed, epoch]))
-            bar = kit.progress_bar(len(order), enabled=progress, desc=f"epoch {epoch + 1}/{cfg.max_epochs}",
-                                   unit="batch", leave=False)
-            t0, step0, epoch_means, flight = time.time(), int(state["step"]), IntervalMeans(), kit.InFlight()
-            for k, idx in enumerate(order):
+            skip = partial["batches"] if partial and partial["epoch"] == epoch else 0
+            epoch_means = IntervalMeans().restore(partial["means"]) if skip else IntervalMeans()
+            bar = kit.progress_bar(len(order), initial=skip, enabled=progress,
+                                   desc=f"epoch {epoch + 1}/{cfg.max_epochs}", unit="batch", leave=False)
+            t0, step0, flight = time.time(), int(state["step"]), kit.InFlight()
+            for k in range(skip, len(order)):
+                idx = order[k]
                 batch = inputs.batch([encoded[i] for i in idx], rows)
                 batch.update(label_arrays(cfg, [train.labels[i] for i in idx], index, rows, batch["token_ids"].shape[1]))
-                state, metrics = train_step(state, consts, global_batch(batch, mesh))
-                previous = flight.push((step0 + k + 1, metrics, len(idx)))
-                if previous is not None:  # lag-1: read the previous step's metrics while this one runs
-                    drain(previous, epoch, epoch_means, bar)
-            if flight.pending is not None:
-                drain(flight.pop(), epoch, epoch_means, bar)
+                batch = dict(global_batch(batch, mesh), stop=kit.stop_input(guard.requested, mesh))
+                state, metrics = train_step(state, consts, batch)
+                previous = flight.push((step0 + k - skip + 1, metrics, len(idx)))
+                # lag-1: read the previous step's metrics while this one runs; a stop request
+                # (any host's) ends the epoch after this step, on every host alike
+                if previous is not None and drain(previous, epoch, epoch_means, bar)["stop"] > 0:
+                    stopped_at = k + 1
+                    break
+            if flight.pending is not None and drain(flight.pop(), epoch, epoch_means, bar)["stop"] > 0:
+                stopped_at = stopped_at or len(order)
             bar.close()
+            if stopped_at is not None and stopped_at < len(order):  # preempted inside the epoch
+                save_last(epoch - 1, {"partial": {"epoch": epoch, "batches": stopped_at,
+                                                  "means": epoch_means.state()}})
+                break
             train_loss = epoch_means.means()["loss"]  # exact: over the epoch's tokens (tag) or sentences
             seconds = time.time() - t0
             record = {"epoch": epoch + 1, "step": int(state["step"]), "train_loss": train_loss,
-                      "seconds": round(seconds, 2), "sentences_per_s": round(len(encoded) / seconds, 1)}
+                      "seconds": round(seconds, 2),
+                      "sentences_per_s": round(sum(len(order[k]) for k in range(skip, len(order))) / seconds, 1)}
             value = -train_loss
             if dev is not None:
                 report = evaluate(dev)
@@ -194,14 +218,19 @@ def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, te
                 bad_epochs += 1
             record["best_epoch"] = best_epoch + 1
             history.append(record)
-            last_ckpt.save(epoch, state, {"epoch": np.int32(epoch)},
-                           {"epoch": epoch, "best_value": best_value, "best_epoch": best_epoch,
-                            "bad_epochs": bad_epochs, "history": history}, force=True)
+            save_last(epoch)
             writer.write(record)
             writer.flush()
             log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            if stopped_at is not None:
+                break
         last_ckpt.wait()
         best_ckpt.wait()
+        if stopped_at is not None:
+            log(f"elmo-jax: stopped by {guard.signal_name or 'a signal on another host'} at step "
+                f"{int(state['step'])}; saved {last_ckpt.describe_latest()}; continue with --resume")
+            return {"epochs": len(history), "best_epoch": best_epoch + 1, "stopped_early": False, "preempted": True,
+                    "metric": cfg.selection_metric, "history": history, "output_dir": output_dir}
         # ---- the selected model on dev and test
         best_params, _ = load_best_params(best_ckpt, state["params"], state_sharding["params"])
     finally:
@@ -211,7 +240,8 @@ def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, te
             writer.close()
     state = {**state, "params": best_params}
     summary: dict = {"epochs": len(history), "best_epoch": best_epoch + 1, "stopped_early": stopped_early,
-                     "metric": cfg.selection_metric, "history": history, "output_dir": output_dir}
+                     "preempted": False, "metric": cfg.selection_metric, "history": history,
+                     "output_dir": output_dir}
     for name, data in (("dev", dev), ("test", test)):
         if data is not None:
             report = evaluate(data)

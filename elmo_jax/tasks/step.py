@@ -11,7 +11,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from .. import sharding as shd
-from ..train.kit import compile_step, with_clipping
+from ..train.kit import compile_step, stop_output, with_clipping
 from .config import TaskConfig
 from .features import model_inputs
 from .inputs import TaskInputs, epoch_order
@@ -55,7 +55,8 @@ def make_loss_fn(cfg: TaskConfig, model):
 def make_train_step(cfg: TaskConfig, model, tx: optax.GradientTransformation, state_sharding: Any, mesh):
     """`step(state, consts, batch) -> (state, metrics)`, compiled with explicit shardings and the
     old state donated. Metrics: the batch's mean data loss ('loss'), its sum and count (exact
-    interval means), the loss with regularisation ('total_loss') and the gradient norm."""
+    interval means), the loss with regularisation ('total_loss'), the gradient norm, and 'stop':
+    the maximum of the hosts' stop requests (the batch's optional 'stop' input, `kit.stop_input`)."""
     loss_fn = make_loss_fn(cfg, model)
 
     def step(state, consts, batch):
@@ -66,7 +67,7 @@ def make_train_step(cfg: TaskConfig, model, tx: optax.GradientTransformation, st
         params = optax.apply_updates(state["params"], updates)
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
         return new, {"loss": loss_sum / jnp.maximum(count, 1.0), "loss_sum": loss_sum, "loss_count": count,
-                     "total_loss": total, "grad_norm": optax.tree.norm(grads)}
+                     "total_loss": total, "grad_norm": optax.tree.norm(grads), "stop": stop_output(batch)}
 
     return compile_step(step, state_sharding, mesh)
 

@@ -23,6 +23,8 @@ import sys
 from typing import Any, Callable, Iterable, Optional
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 from tqdm import tqdm
 
@@ -86,6 +88,19 @@ class InFlight:
     def pop(self) -> Optional[tuple]:
         previous, self.pending = self.pending, None
         return previous
+
+
+def stop_input(requested: bool, mesh) -> jax.Array:
+    """This host's stop request (`PreemptionGuard.requested`), one value per local device, as a
+    global [devices] array over 'data': a step input whose maximum (`stop_output`) every host reads
+    back from the same step's metrics, so all hosts stop after the same step (preemption.py)."""
+    flags = np.full((jax.local_device_count(),), float(requested), np.float32)
+    return shd.global_batch({"stop": flags}, mesh)["stop"]
+
+
+def stop_output(batch: dict) -> jax.Array:
+    """Inside a step: the maximum stop request over all hosts (0 without a 'stop' input)."""
+    return jnp.max(batch["stop"]) if "stop" in batch else jnp.zeros((), jnp.float32)
 
 
 def read_metrics(metrics: Any) -> dict[str, float]:

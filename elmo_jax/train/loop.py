@@ -176,8 +176,7 @@ def host_steps(batcher: Batcher, inputs: StepInputs, sampler, seed: int, first_s
 
 def to_global(local: dict[str, np.ndarray], stop: bool, mesh) -> dict[str, jax.Array]:
     """This host's arrays (+ its stop flag, one per local device) -> global arrays over 'data'."""
-    local = dict(local, stop=np.full((jax.local_device_count(),), float(stop), np.float32))
-    return shd.global_batch(local, mesh)
+    return dict(shd.global_batch(local, mesh), stop=kit.stop_input(stop, mesh))
 
 
 # --------------------------------------------------------------------------- evaluation

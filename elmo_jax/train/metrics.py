@@ -37,6 +37,16 @@ class IntervalMeans:
     def step_done(self) -> None:
         self.steps += 1
 
+    def state(self) -> dict:
+        """The running sums as JSON (a checkpoint's meta); `restore` puts them back."""
+        return {"sums": dict(self._sums), "counts": dict(self._counts), "scalars": dict(self._scalars),
+                "steps": self.steps}
+
+    def restore(self, state: dict) -> "IntervalMeans":
+        self._sums, self._counts = dict(state["sums"]), dict(state["counts"])
+        self._scalars, self.steps = dict(state["scalars"]), int(state["steps"])
+        return self
+
     def means(self) -> dict[str, float]:
         out = {k: self._sums[k] / max(self._counts[k], 1.0) for k in self._sums}
         out.update({k: v / max(self.steps, 1) for k, v in self._scalars.items()})

@@ -26,7 +26,7 @@ from ..config import TrainConfig
 from ..loss import full_softmax_loss, log_uniform_expected_count_jax, sampled_softmax_loss
 from ..modules.language_model import LanguageModel, example_inputs, softmax_params
 from ..modules.lstm import zero_state
-from .kit import with_clipping
+from .kit import stop_output, with_clipping
 
 State = dict[str, Any]
 
@@ -124,7 +124,7 @@ def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
         metrics = {"loss": loss, "loss_fwd": means[0], "loss_bwd": means[-1], "tokens": counts[0],
                    "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
         # every host's preemption flag (one per device) -> the max, identical on every host
-        metrics["stop"] = jnp.max(batch["stop"]) if "stop" in batch else jnp.zeros((), jnp.float32)
+        metrics["stop"] = stop_output(batch)
         return new_state, metrics
 
     return train_step
