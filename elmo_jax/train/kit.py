@@ -9,7 +9,8 @@ plain functions, each loop keeps its own control flow.
     bar = progress_bar(total, enabled=progress)                  # process 0 only
     flight = InFlight()
     for ...:
-        state, metrics = step(state, batch)
+        batch["stop"] = stop_input(guard.requested, mesh)        # preemption: every host's flag
+        state, metrics = step(state, batch)                      # metrics["stop"] = stop_output(batch)
         previous = flight.push((step_no, metrics))               # lag-1: read the step before
         if previous: values = read_metrics(previous[1]); check_finite(values, ...)
 
