@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from elmo_jax.config import ConfigError, TrainConfig
-from elmo_jax.corpus import build_builtin_corpus
+from elmo_jax.corpus import builtin_corpus
 from elmo_jax.errors import InputError
 from elmo_jax.train.loop import train
 from elmo_jax.vectors import initial_word_table, project_vectors
@@ -132,7 +132,7 @@ def test_glove_initialised_word_bilm_beats_random_init(tmp_path):
     """Same word biLM, same steps, seed and data (the built-in corpus): starting from count-based
     vectors (PPMI + SVD of the training text, 48 dimensions, PCA to P = 32) gives a lower heldout
     perplexity than bilm-tf's random start."""
-    corpus = build_builtin_corpus()
+    corpus = builtin_corpus()
     words, vectors = ppmi_svd_vectors(corpus["train_files"], 48)
     write_glove(tmp_path / "glove.txt", words, vectors)
     base = {"model": {"lstm": {"dim": 64, "projection_dim": 32, "n_layers": 1}}, "batch_size": 32,

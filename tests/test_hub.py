@@ -23,7 +23,7 @@ from elmo_jax import ElmoEmbedder, ElmoError, load_model
 from elmo_jax.cli import main
 from elmo_jax.hub import list_models, resolve_model
 from elmo_jax.tasks.config import TaskConfig
-from elmo_jax.tasks.loop import resolve_bilm_files
+from elmo_jax.tasks.features import resolve_bilm_files
 from elmo_jax.weights import read_hdf5_arrays
 
 # The published layout, written from format.md section 7 (not from elmo_jax.hub's table).

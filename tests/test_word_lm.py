@@ -236,7 +236,7 @@ def test_task_model_on_a_word_bilm(tmp_path):
     `bilm_vocab`) trains and predicts; fine-tuning one is refused before compute."""
     from elmo_jax.config import ConfigError
     from elmo_jax.tasks.config import TaskConfig
-    from elmo_jax.tasks.loop import TaskPredictor, train_task
+    from elmo_jax.tasks import TaskPredictor, train_task
 
     if not TRAIN_DIR.is_dir():
         pytest.skip(f"bilm-tf training fixture not found: {TRAIN_DIR}")
