@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 from .errors import ElmoError
 from .hub import format_size, list_models, models_dir, offline_mode, resolve_model
 from .runtime import enable_compilation_cache, init_distributed
+from .tokenize import TEXT_EXTRA, TOKENIZERS, Tokenizer
 
 EXAMPLES = """\
 commands and examples:
@@ -23,6 +24,7 @@ commands and examples:
       elmo-jax embed --model original --input text.txt --output vectors.hdf5
       elmo-jax embed --options options.json --weights weights.hdf5 --input text.txt --output vectors.hdf5
       elmo-jax embed ... --layers top --batch-size 64 --stateful
+      elmo-jax embed ... --input raw.txt --tokenize [--tokenizer moses] [--split-sentences]   (untokenized text)
   dump-token-embeddings  context-free token vectors of a vocabulary (bilm-tf format)
       elmo-jax dump-token-embeddings --model small --vocab vocab.txt --output tokens.hdf5
   models                 the published models (small, medium, original, ...): shape, size, cached or not
@@ -43,7 +45,8 @@ commands and examples:
       elmo-jax train --config runs/original/config.json --run-dir runs/tuned \
           --set init_from=runs/original --set train_files='my_text/*.txt' --set max_steps=1000
   build-vocab            frequency-sorted vocabulary of a corpus (bilm-tf format)
-      elmo-jax build-vocab --corpus 'corpus/*.txt' --output vocab.txt --min-count 2
+      elmo-jax build-vocab --corpus 'corpus/*.txt' --output vocab.txt --min-count 2 [--tokenize]   (raw text:
+          then train with --set tokenize=true)
   plot                   learning curve PNG of a run
       elmo-jax plot runs/tiny
   task                   ELMo task models: sentence classification, NER tagging (train / evaluate / predict)
@@ -99,6 +102,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.input):
         raise ElmoError("input file not found" if not os.path.exists(args.input) else "input is not a file",
                         args.input)
+    tokenizer = text_tokenizer(args)  # before loading the model: a missing library fails first
     enable_compilation_cache()
     embedder = ElmoEmbedder.from_files(*_model_files(args), vocab_file=args.vocab, batch_size=args.batch_size,
                                        stateful=args.stateful, dtype=_dtype(args.dtype))
@@ -106,35 +110,65 @@ def cmd_embed(args: argparse.Namespace) -> int:
     sentence_to_index: dict[str, str] = {}  # as AllenNLP's `elmo` command writes it
     n_lines = 0
 
-    def sentences():
+    def lines():
         nonlocal n_lines
         for line in read_lines(args.input):
-            sentence_to_index.setdefault(line.strip(), str(n_lines))
             n_lines += 1
-            yield line.split()
+            yield line
 
     from tqdm import tqdm
 
     start = time.perf_counter()
-    n_tokens = 0
+    n_tokens = n_sentences = 0
     with atomic_output(args.output, suffix=".hdf5.tmp") as tmp:
         with h5py.File(tmp, "w") as fout, tqdm(unit=" sentences", desc="embedding", file=sys.stderr,
                                                disable=args.quiet) as bar:
-            for index, vectors in embedder.iter_embeddings(sentences()):
+            for index, sentence in enumerate(embedder.iter_text_embeddings(lines(), tokenizer)):
+                vectors = sentence.vectors
                 if args.layers == "top":
                     vectors = vectors[-1]
                 elif args.layers == "average":
                     vectors = vectors.mean(axis=0)
-                fout.create_dataset(str(index), data=vectors.astype(np.float32), dtype="float32")
+                ds = fout.create_dataset(str(index), data=vectors.astype(np.float32), dtype="float32")
+                ds.attrs["tokens"] = json.dumps(sentence.tokens, ensure_ascii=False)
+                if args.split_sentences:
+                    ds.attrs["line"] = sentence.text_index
+                sentence_to_index.setdefault(sentence.text.strip(), str(index))
                 n_tokens += vectors.shape[-2]
+                n_sentences += 1
                 bar.update(1)
             ds = fout.create_dataset("sentence_to_index", (1,), dtype=h5py.special_dtype(vlen=str))
             ds[0] = json.dumps(sentence_to_index)
     elapsed = time.perf_counter() - start
     if not args.quiet:
-        print(f"elmo-jax: embedded {n_lines} sentences ({n_tokens} tokens) in {elapsed:.1f} s "
+        print(f"elmo-jax: embedded {n_sentences} sentences of {n_lines} lines ({n_tokens} tokens) in {elapsed:.1f} s "
               f"({n_tokens / max(elapsed, 1e-9):.0f} tokens/s) -> {args.output}", file=sys.stderr)
     return 0
+
+
+def text_tokenizer(args: argparse.Namespace):
+    """The `Tokenizer` of `--tokenize [--tokenizer NAME] [--language CODE] [--split-sentences]`, or
+    None (whitespace-tokenized input)."""
+    if not args.tokenize:
+        given = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--language", args.language),
+                                          ("--split-sentences", args.split_sentences)) if value]
+        if given:
+            raise ElmoError(f"{', '.join(given)} only apply to raw text: add --tokenize")
+        return None
+    return Tokenizer(args.tokenizer or "moses", language=args.language or "en",
+                     split_sentences=args.split_sentences)
+
+
+def add_tokenize_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--tokenize", action="store_true",
+                   help=f"{what} is raw text: tokenize it (needs pip install '{TEXT_EXTRA}')")
+    p.add_argument("--tokenizer", choices=TOKENIZERS,
+                   help="with --tokenize: moses (default; as the 1B Word Benchmark the published models "
+                        "were trained on), or a Hugging Face tokenizers pre-tokenizer")
+    p.add_argument("--language", help="with --tokenize: language code for the tokenizer and the sentence "
+                                      "splitter (default en)")
+    p.add_argument("--split-sentences", action="store_true",
+                   help="with --tokenize: split each line into sentences (sentence-splitter, Moses rules)")
 
 
 def cmd_dump_token_embeddings(args: argparse.Namespace) -> int:
@@ -273,7 +307,9 @@ def cmd_import_tf_checkpoint(args: argparse.Namespace) -> int:
 def cmd_build_vocab(args: argparse.Namespace) -> int:
     from .vocab import build_vocab, resolve_files
 
-    vocab, n_tokens = build_vocab(resolve_files(args.corpus), min_count=args.min_count, max_size=args.max_size)
+    tokenizer = text_tokenizer(args)
+    vocab, n_tokens = build_vocab(resolve_files(args.corpus), min_count=args.min_count, max_size=args.max_size,
+                                  tokenizer=tokenizer)
     vocab.save(args.output)
     print(f"elmo-jax: {len(vocab)} words ({n_tokens} tokens counted) -> {args.output}", file=sys.stderr)
     return 0
@@ -311,10 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--verify", action="store_true",
                        help="with --model: also check the cached files' sha256 (or ELMO_JAX_VERIFY_SHA256=1)")
 
-    p = add("embed", cmd_embed, "Embed a file of tokenized sentences (one per line) into an hdf5 file.")
+    p = add("embed", cmd_embed, "Embed a file of sentences (one per line) into an hdf5 file.")
     model_args(p)
-    p.add_argument("--input", required=True, help="UTF-8 text, one whitespace-tokenized sentence per line")
-    p.add_argument("--output", required=True, help="hdf5 output: one dataset per line, named by line number")
+    p.add_argument("--input", required=True, help="UTF-8 text, one whitespace-tokenized sentence per line "
+                                                  "(raw text with --tokenize)")
+    p.add_argument("--output", required=True,
+                   help="hdf5 output: one dataset per sentence, named by its number (= line number unless "
+                        "--split-sentences), with its tokens as a JSON attribute 'tokens'")
+    add_tokenize_args(p, "the input")
     p.add_argument("--layers", choices=("all", "top", "average"), default="all",
                    help="all: (L+1, n, 2P); top: the last layer; average: mean of the layers")
     p.add_argument("--vocab", help="the vocabulary of a word-input biLM (or a word channel): one word per line; "
@@ -372,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--min-count", type=int, default=1)
     p.add_argument("--max-size", type=int)
+    add_tokenize_args(p, "the corpus")
 
     p = add("plot", cmd_plot, "Write a PNG learning curve of a run: train and validation perplexity against "
                                "step, log scale (needs matplotlib: pip install 'elmo-jax[plot]').")

@@ -17,6 +17,7 @@ from typing import Literal, Optional, Sequence
 
 from .configbase import ConfigBase, ConfigError
 from .options import ModelOptions
+from .tokenize import TOKENIZERS
 
 __all__ = ["ConfigError", "TrainConfig", "apply_overrides"]
 
@@ -34,6 +35,10 @@ class TrainConfig(ConfigBase):
     heldout_files: Optional[str] = "builtin:heldout"  # glob for validation perplexity (None: none)
     vocab: str = "builtin"  # bilm-tf vocab file (<S>, </S>, <UNK> first, frequency sorted)
     streaming: bool = False  # read shards through `datasets` streaming (corpora larger than disk cache)
+    tokenize: bool = False  # the corpus is raw text: tokenize it once, cached with the encoded corpus
+    tokenizer: Literal[TOKENIZERS] = "moses"  # with tokenize: moses (as the 1B Word Benchmark) or a HF pre-tokenizer
+    language: str = "en"  # with tokenize: language code of the tokenizer and of the sentence splitter
+    split_sentences: bool = False  # with tokenize: split each line into sentences first (a line = a paragraph)
     batch_size: int = 128  # GLOBAL rows per step, divided over all devices and hosts
     unroll_steps: int = 20  # truncated-BPTT window
     n_negative_samples: int = 0  # sampled softmax negatives; 0 = full softmax

@@ -30,7 +30,11 @@ Reading: Hugging Face `datasets` (`load_dataset("text", ...)`, one dataset per s
 boundaries are kept), in two passes: (1) count sentences/tokens and collect the distinct words,
 (2) `map` lines to int32 word ids with the sentence markers, cached by `datasets` (memory-mapped
 Arrow) or, with `streaming=True`, recomputed when a shard is needed (for corpora larger than
-disk cache or memory; only a few shards are held at once). Character ids are never stored per
+disk cache or memory; only a few shards are held at once). Raw-text corpora (`tokenizer` given,
+`elmo_jax.tokenize`) are first mapped once to a `tokens` column (sentence splitting may make
+several rows of a line), cached the same way under a fingerprint that includes `Tokenizer.key`
+(so another tokenizer, its settings or its library version re-tokenizes and re-encodes); both
+passes then read that column. Character ids are never stored per
 token: each distinct word gets one row of the input table `input_chars [n_input_words, C]`
 (uint16), gathered at batch time.
 """
@@ -50,6 +54,7 @@ from .chars import DEFAULT_MAX_CHARS, char_table
 from .errors import ElmoError, InputError
 from .io_utils import read_lines
 from .prefetch import Prefetcher
+from .tokenize import Tokenizer, split_text
 from .vocab import Vocabulary, check_corpus_file, resolve_files
 
 Batch = dict[str, np.ndarray]
@@ -94,26 +99,65 @@ def _load_text(path: str, streaming: bool, cache_dir: Optional[str]):
     return load_dataset("text", data_files=[path], split="train", streaming=streaming, cache_dir=cache_dir)
 
 
-def _text_batches(ds, streaming: bool, batch_size: int = 8192) -> Iterator[list[str]]:
-    """Lines of a text dataset in order, a list at a time."""
+def _load_sentences(path: str, streaming: bool, cache_dir: Optional[str], tokenizer: Optional[Tokenizer]):
+    """A shard as a dataset of `text` lines, or with a tokenizer, of `tokens` (one row per sentence;
+    tokenized once and cached by `datasets` under a fingerprint holding `tokenizer.key`)."""
+    ds = _load_text(path, streaming, cache_dir)
+    if tokenizer is None:
+        return ds
+    kwargs = dict(batched=True, batch_size=1024, remove_columns=["text"])
     if streaming:
-        for table in ds.with_format("arrow").iter(batch_size=batch_size):
-            yield table.column("text").to_pylist()
-    else:
-        for chunk in ds.data.column("text").chunks:
-            yield chunk.to_pylist()
+        return ds.with_format("arrow").map(_Tokenize(tokenizer), **kwargs)
+    fp = hashlib.sha1(f"{_ENCODE_VERSION}|{getattr(ds, '_fingerprint', path)}|{tokenizer.key}".encode()).hexdigest()
+    return ds.with_format("arrow").map(_Tokenize(tokenizer), features=_list_feature("tokens", "string"),
+                                       new_fingerprint=fp, **kwargs)
 
 
-def _ids_feature():
+def _table_sentences(table) -> Iterator[list[str]]:
+    """The non-empty token lists of an Arrow table or batch: its `tokens` (a tokenized corpus), or
+    its `text` lines split on whitespace (blank lines dropped)."""
+    if "tokens" in table.schema.names:
+        yield from table.column("tokens").to_pylist()
+        return
+    for line in table.column("text").to_pylist():
+        toks = line.split()
+        if toks:
+            yield toks
+
+
+def _sentence_batches(ds, streaming: bool, batch_size: int = 8192) -> Iterator[list[list[str]]]:
+    """The sentences (token lists) of a shard's dataset in order, a list at a time."""
+    tables = (ds.with_format("arrow").iter(batch_size=batch_size) if streaming
+              else ds.data.table.to_batches(max_chunksize=batch_size))
+    for table in tables:
+        yield list(_table_sentences(table))
+
+
+def _list_feature(name: str, dtype: str):
     import datasets
 
     list_type = getattr(datasets, "List", None) or datasets.Sequence
-    return datasets.Features({"ids": list_type(datasets.Value("int32"))})
+    return datasets.Features({name: list_type(datasets.Value(dtype))})
+
+
+class _Tokenize:
+    """`datasets.map` function on Arrow batches: a `text` table -> a `tokens` table, one row per
+    non-empty sentence of the lines (`elmo_jax.tokenize.split_text`)."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        out = [toks for line in table.column("text").to_pylist()
+               for _, toks in split_text(line, self.tokenizer) if toks]
+        return pa.table({"tokens": pa.array(out, type=pa.list_(pa.string()))})
 
 
 class _Encoder:
-    """`datasets.map` function on Arrow batches: a `text` table -> an `ids` table of int32 input ids
-    `[<S>, words..., </S>]` per non-blank line (blank lines are dropped)."""
+    """`datasets.map` function on Arrow batches: a `text` (or `tokens`) table -> an `ids` table of
+    int32 input ids `[<S>, words..., </S>]` per sentence (blank lines are dropped)."""
 
     def __init__(self, index: dict[str, int], bos: int, eos: int):
         self.index, self.bos, self.eos = index, bos, eos
@@ -121,11 +165,8 @@ class _Encoder:
     def __call__(self, table):
         import pyarrow as pa
 
-        index, out = self.index, []
-        for line in table.column("text").to_pylist():
-            toks = line.split()
-            if toks:
-                out.append([self.bos, *[index[t] for t in toks], self.eos])
+        index = self.index
+        out = [[self.bos, *[index[t] for t in toks], self.eos] for toks in _table_sentences(table)]
         return pa.table({"ids": pa.array(out, type=pa.list_(pa.int32()))})
 
 
@@ -157,7 +198,7 @@ class Batcher:
                  global_batch_size: int, unroll_steps: int, row_start: int = 0, row_count: Optional[int] = None,
                  seed: int = 0, train: bool = True, shuffle: bool = True, streaming: bool = False,
                  max_characters_per_token: int = DEFAULT_MAX_CHARS, cache_dir: Optional[str] = None,
-                 max_cached_shards: int = 4):
+                 max_cached_shards: int = 4, tokenizer: Optional[Tokenizer] = None):
         if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size < 1:
             raise DataError(f"global_batch_size must be a positive integer, got {global_batch_size!r}")
         if not isinstance(unroll_steps, (int, np.integer)) or unroll_steps < 1:
@@ -174,6 +215,7 @@ class Batcher:
         self.row_start, self.row_count = int(row_start), int(row_count)
         self.seed, self.train, self.shuffle = int(seed), bool(train), bool(shuffle) and bool(train)
         self.streaming, self.cache_dir = bool(streaming), cache_dir
+        self.tokenizer = tokenizer  # None: the corpus is whitespace-tokenized already
         self.max_chars = int(max_characters_per_token)
         self.max_cached_shards = max(1, int(max_cached_shards))
 
@@ -206,13 +248,11 @@ class Batcher:
         for path in self.files:
             lengths: list[int] = []
             try:
-                ds = _load_text(path, self.streaming, self.cache_dir)
-                for lines in _text_batches(ds, self.streaming):
-                    for line in lines:
-                        toks = line.split()
-                        if toks:
-                            lengths.append(len(toks))
-                            words.update(toks)
+                ds = _load_sentences(path, self.streaming, self.cache_dir, self.tokenizer)
+                for sentences in _sentence_batches(ds, self.streaming):
+                    for toks in sentences:
+                        lengths.append(len(toks))
+                        words.update(toks)
             except Exception as e:  # noqa: BLE001 - re-raised with the file (and line) named
                 _reraise_read_error(path, e)
             if not lengths:
@@ -241,6 +281,8 @@ class Batcher:
                                                np.full(len(oov), self.vocab.unk_id, np.int32)])  # [n_input_words]
         digest = hashlib.sha1("\n".join(self.input_words).encode("utf-8", "surrogatepass"))
         digest.update(f"|{self.vocab.bos_id}|{self.vocab.eos_id}".encode())
+        if self.tokenizer is not None:
+            digest.update(f"|{self.tokenizer.key}".encode())
         self._table_digest = digest.hexdigest()
         self.fingerprint = zlib.crc32(("|".join(map(str, self.shard_sizes.tolist())) + "|" + str(self.n_tokens)
                                        + "|" + self._table_digest).encode()) & 0x7FFFFFFF
@@ -256,7 +298,7 @@ class Batcher:
                               .encode()).hexdigest()
             try:
                 enc = ds.with_format("arrow").map(self._encoder, batched=True, batch_size=4096,
-                                                  remove_columns=["text"], features=_ids_feature(),
+                                                  remove_columns=ds.column_names, features=_list_feature("ids", "int32"),
                                                   new_fingerprint=fp)
             except Exception as e:  # noqa: BLE001
                 if isinstance(e, KeyError):
@@ -276,8 +318,9 @@ class Batcher:
         with _quiet_datasets():
             try:
                 if self.streaming:
-                    enc = _load_text(path, True, self.cache_dir).with_format("arrow").map(
-                        self._encoder, batched=True, batch_size=4096, remove_columns=["text"])
+                    ds = _load_sentences(path, True, self.cache_dir, self.tokenizer)
+                    enc = ds.with_format("arrow").map(self._encoder, batched=True, batch_size=4096,
+                                                      remove_columns=["tokens" if self.tokenizer else "text"])
                     flats, lens = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
                     for table in enc.iter(batch_size=8192):
                         values, offs = _flat_ids(table.column("ids"))

@@ -3,6 +3,8 @@
     embedder = ElmoEmbedder.from_files("options.json", "weights.hdf5")
     vectors = embedder.embed_sentences([["Hello", "world", "."], ["Hi"]])
     vectors[0].shape   # (L+1, 3, 2P) float32
+    for s in embedder.embed_texts(["Hello, world!", "It wasn't me."]):   # raw text (elmo_jax.tokenize)
+        s.tokens, s.vectors.shape   # ['Hello', ',', 'world', '!'], (L+1, 4, 2P)
 
 How it is fast, each point measured (benchmarks/embed.py):
 - Token vectors (char-CNN + highway + projection, most of the FLOPs) are context-free, so each
@@ -26,8 +28,9 @@ get `<UNK>`'s id, as bilm-tf's `TokenBatcher` does. A forward-only LM gives P-wi
 from __future__ import annotations
 
 import bisect
+import collections
 import os
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import h5py
 import jax
@@ -40,6 +43,7 @@ from .errors import InputError, WeightsError
 from .io_utils import atomic_output, read_lines
 from .modules.bilm import BiLM
 from .options import ModelOptions
+from .tokenize import Tokenizer, split_text
 from .vocab import Vocabulary
 from .weights import Params, load_model
 
@@ -48,6 +52,15 @@ TIME_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128)
 #: Fewest and most words of a token-encoder call (rows and char cut: `elmo_jax.distinct`).
 ENCODE_MIN_ROWS = 32
 ENCODE_CHUNK = 512
+
+
+class EmbeddedSentence(NamedTuple):
+    """One sentence of a raw text and its ELMo vectors (`ElmoEmbedder.embed_texts`)."""
+
+    text_index: int  # which input text the sentence comes from
+    text: str  # the sentence's text (the whole input text unless sentences are split)
+    tokens: list[str]  # its tokens, as the model saw them
+    vectors: np.ndarray  # float32 [L+1, len(tokens), 2P]
 
 
 def _time_bucket(length: int) -> int:
@@ -328,6 +341,38 @@ class ElmoEmbedder:
     def embed_sentence(self, sentence: Sequence[str]) -> np.ndarray:
         """(L+1, n_tokens, 2P) for one tokenized sentence."""
         return self.embed_sentences([sentence])[0]
+
+    # ------------------------------------------------------------------ raw text
+    def iter_text_embeddings(self, texts: Iterable[str], tokenizer: Optional[Tokenizer],
+                             batch_size: Optional[int] = None) -> Iterator[EmbeddedSentence]:
+        """Stream an `EmbeddedSentence` per sentence of raw `texts`, in input order (memory bounded
+        as in `iter_embeddings`). `tokenizer` None: the texts are whitespace-tokenized already."""
+        pending: collections.deque[tuple[int, str, list[str]]] = collections.deque()
+
+        def sentences() -> Iterator[list[str]]:
+            for i, text in enumerate(texts):
+                if not isinstance(text, str):
+                    raise InputError(f"text {i} is a {type(text).__name__}, expected a str "
+                                     "(embed_sentences takes lists of tokens)")
+                for sentence, tokens in split_text(text, tokenizer):
+                    pending.append((i, sentence, tokens))
+                    yield tokens
+
+        for _, vectors in self.iter_embeddings(sentences(), batch_size):
+            yield EmbeddedSentence(*pending.popleft(), vectors)
+
+    def embed_texts(self, texts: Sequence[str], tokenizer: Union[Tokenizer, str] = "moses",
+                    batch_size: Optional[int] = None) -> list[EmbeddedSentence]:
+        """Raw (untokenized) texts -> per sentence its tokens and vectors [L+1, n_tokens, 2P].
+
+        `tokenizer`: a name of `elmo_jax.tokenize.TOKENIZERS` ("moses", the default, splits as the
+        published models' training text was split) or a `Tokenizer`; with
+        `Tokenizer(split_sentences=True)` a text may give several sentences (`text_index` says
+        which text), else each text is one sentence."""
+        if isinstance(texts, str):
+            raise InputError("embed_texts takes a list of texts, got one str (wrap it in a list)")
+        tok = Tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        return list(self.iter_text_embeddings(texts, tok, batch_size))
 
     # ------------------------------------------------------------------ cached vocabularies
     def preload_token_embeddings(self, words: Sequence[str], vectors: np.ndarray) -> None:

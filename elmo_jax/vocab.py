@@ -14,6 +14,7 @@ from typing import Iterable, Optional, Sequence
 
 from .errors import ElmoError, InputError
 from .io_utils import atomic_write_text, read_lines
+from .tokenize import Tokenizer, split_text
 
 BOS_WORD = "<S>"
 EOS_WORD = "</S>"
@@ -173,14 +174,15 @@ def check_corpus_file(path: str) -> None:
         raise InputError("corpus file is empty", path)
 
 
-def iter_tokenized(files: Iterable[str]) -> Iterable[list[str]]:
-    """Whitespace tokens of each non-blank line of each file (strict UTF-8, errors name file+line)."""
+def iter_tokenized(files: Iterable[str], tokenizer: Optional[Tokenizer] = None) -> Iterable[list[str]]:
+    """Tokens of each non-empty sentence of each file (strict UTF-8, errors name file+line): its
+    lines split on whitespace, or with a tokenizer, what it makes of each line (raw text)."""
     for f in files:
         check_corpus_file(f)
         for line in read_lines(f):
-            toks = line.split()
-            if toks:
-                yield toks
+            for _, toks in split_text(line, tokenizer):
+                if toks:
+                    yield toks
 
 
 def count_tokens(files: Sequence[str]) -> int:
@@ -188,9 +190,10 @@ def count_tokens(files: Sequence[str]) -> int:
     return sum(len(t) for t in iter_tokenized(files))
 
 
-def build_vocab(files: Sequence[str], min_count: int = 1,
-                max_size: Optional[int] = None) -> tuple[Vocabulary, int]:
-    """Count the whitespace tokens of one-sentence-per-line files and build a vocabulary.
+def build_vocab(files: Sequence[str], min_count: int = 1, max_size: Optional[int] = None,
+                tokenizer: Optional[Tokenizer] = None) -> tuple[Vocabulary, int]:
+    """Count the tokens of one-sentence-per-line files (whitespace tokens, or with a tokenizer,
+    raw text tokenized as `train` does with `tokenize: true`) and build a vocabulary.
 
     `<S>`, `</S>`, `<UNK>` first, then words with count >= `min_count` by descending count (ties
     by word). `max_size` bounds the total size, the three specials included. Returns
@@ -203,7 +206,7 @@ def build_vocab(files: Sequence[str], min_count: int = 1,
     if not files:
         raise InputError("no corpus files given")
     counts: collections.Counter[str] = collections.Counter()
-    for toks in iter_tokenized(files):
+    for toks in iter_tokenized(files, tokenizer):
         counts.update(toks)
     n_tokens = sum(counts.values())
     if n_tokens == 0:

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from elmo_jax.cli import build_parser, main
+from elmo_jax.embed import ElmoEmbedder
+from elmo_jax.tokenize import Tokenizer, split_text
 from elmo_jax.weights import read_hdf5_arrays
 
 from test_embed import expected_top, fixture_lines
@@ -193,3 +195,60 @@ def test_demo_trains_exports_and_embeds(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ELMo layers: shape (3, 9, 128)" in r.stdout and "heldout perplexity after 3 steps" in r.stdout
     assert (tmp_path / "run" / "export" / "weights.hdf5").exists()
+
+
+RAW_LINES = ["It wasn't me. Dr. Smith left.", "", "Привет, мир! Как дела? 😀"]
+
+
+def test_embed_tokenize_writes_tokens_in_the_allennlp_layout(fixture_dir, model_args, tmp_path):
+    text = tmp_path / "raw.txt"
+    text.write_text("".join(line + "\n" for line in RAW_LINES), encoding="utf-8")
+    embedder = ElmoEmbedder.from_files(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5")
+    for split in (False, True):
+        out = tmp_path / f"split{split}.hdf5"
+        assert main(["embed", *model_args, "--input", str(text), "--output", str(out), "--tokenize", "--quiet",
+                     *(["--split-sentences"] if split else [])]) == 0
+        tok = Tokenizer(split_sentences=split)
+        expected = [(i, s, toks) for i, line in enumerate(RAW_LINES) for s, toks in split_text(line, tok)]
+        if split:
+            assert [e[0] for e in expected] == [0, 0, 2, 2]  # two sentences in lines 0 and 2, none in line 1
+        vectors = embedder.embed_sentences([toks for _, _, toks in expected])
+        with h5py.File(out, "r") as f:
+            assert set(f.keys()) == {str(k) for k in range(len(expected))} | {"sentence_to_index"}
+            assert json.loads(f["sentence_to_index"][0]) == {s.strip(): str(k) for k, (_, s, _) in enumerate(expected)}
+            for k, (line, _, toks) in enumerate(expected):
+                assert json.loads(f[str(k)].attrs["tokens"]) == toks
+                assert (int(f[str(k)].attrs["line"]) == line) if split else ("line" not in f[str(k)].attrs)
+                np.testing.assert_allclose(f[str(k)][()], vectors[k], atol=1e-5, rtol=0)
+    assert expected[0][2] == ["It", "wasn", "'t", "me", "."]
+
+
+def test_embed_without_tokenize_stores_whitespace_tokens(model_args, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("Hello  world .\n", encoding="utf-8")
+    out = tmp_path / "out.hdf5"
+    assert main(["embed", *model_args, "--input", str(text), "--output", str(out), "--quiet"]) == 0
+    with h5py.File(out, "r") as f:
+        assert json.loads(f["0"].attrs["tokens"]) == ["Hello", "world", "."]
+
+
+def test_tokenizer_flags_errors_are_one_line(model_args, tmp_path, monkeypatch, capsys):
+    text = tmp_path / "in.txt"
+    text.write_text("Hello world.\n", encoding="utf-8")
+    out = tmp_path / "out.hdf5"
+    assert main(["embed", *model_args, "--input", str(text), "--output", str(out), "--split-sentences"]) == 1
+    assert capsys.readouterr().err.strip() == "elmo-jax: error: --split-sentences only apply to raw text: add --tokenize"
+    monkeypatch.setitem(sys.modules, "sacremoses", None)  # as if elmo-jax[text] were not installed
+    assert main(["embed", *model_args, "--input", str(text), "--output", str(out), "--tokenize"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tokenizer 'moses' needs the 'sacremoses' package" in err and "elmo-jax[text]" in err
+    assert not out.exists()
+
+
+def test_build_vocab_tokenize(tmp_path):
+    corpus = tmp_path / "raw.txt"
+    corpus.write_text("Don't stop. Don't!\nIt's fine.\n", encoding="utf-8")
+    out = tmp_path / "vocab.txt"
+    assert main(["build-vocab", "--corpus", str(corpus), "--output", str(out), "--tokenize", "--split-sentences"]) == 0
+    words = out.read_text(encoding="utf-8").split("\n")
+    assert words[:6] == ["<S>", "</S>", "<UNK>", "'t", ".", "Don"] and "Don't" not in words

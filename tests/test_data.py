@@ -18,14 +18,18 @@ from hypothesis import strategies as st  # noqa: E402
 
 from elmo_jax.chars import token_to_char_ids  # noqa: E402
 from elmo_jax.chars import char_table  # noqa: E402
-from elmo_jax.data import BATCH_KEYS, Batcher, DataError  # noqa: E402
+from elmo_jax.config import ConfigError, TrainConfig  # noqa: E402
+from elmo_jax.data import BATCH_KEYS, Batch, Batcher, DataError  # noqa: E402
 from elmo_jax.prefetch import prefetch  # noqa: E402
 
 #: The batch seen through the input table: vocab ids and raw char ids of the inputs.
 VIEW_KEYS = ("tokens_fwd", "tokens_bwd", "chars_fwd", "chars_bwd", "targets_fwd", "targets_bwd",
              "weights_fwd", "weights_bwd")
 from elmo_jax.errors import ElmoError, InputError  # noqa: E402
-from elmo_jax.vocab import Vocabulary, count_tokens  # noqa: E402
+from elmo_jax.tokenize import Tokenizer  # noqa: E402
+from elmo_jax.train.loop import make_batcher  # noqa: E402
+from elmo_jax.train.rundir import resolve_tokenizer  # noqa: E402
+from elmo_jax.vocab import Vocabulary, build_vocab, count_tokens  # noqa: E402
 
 from conftest import wait_until  # noqa: E402
 
@@ -456,3 +460,72 @@ def test_restore_rejects_other_data_or_settings(shuffled_corpus: list[str], tmp_
     bad = dict(state, offset=state["offset"] + 1000)
     with pytest.raises(DataError, match="past the end"):
         b.restore(bad)
+
+
+# --------------------------------------------------------------------------- raw-text corpora
+RAW_SHARDS = [["It wasn't me. Dr. Smith left at 5 p.m. today.", "", "He said \u201chi.\u201d Then he sat."],
+              ["3.5% of 1,000.5 km \u2014 a well-known e-mail!", "Привет, мир! Как дела?"]]
+
+
+def test_raw_text_corpus_encodes_like_its_pretokenized_version(tmp_path: Path, cache_dir: str) -> None:
+    tok = Tokenizer(split_sentences=True)
+    raw = write_shards(tmp_path / "raw", RAW_SHARDS)
+    pre = write_shards(tmp_path / "pre", [[" ".join(toks) for line in shard for toks in tok.sentences(line)]
+                                          for shard in RAW_SHARDS])
+    assert Path(pre[0]).read_text(encoding="utf-8").splitlines()[:2] == [
+        "It wasn 't me .", "Dr. Smith left at 5 p.m. today ."]
+    vocab, n_raw = build_vocab(raw, tokenizer=tok)
+    assert (vocab, n_raw) == build_vocab(pre)
+    kw = dict(global_batch_size=3, unroll_steps=4, seed=3, cache_dir=cache_dir)
+    batchers = [Batcher(raw, vocab, tokenizer=tok, **kw), Batcher(raw, vocab, tokenizer=tok, streaming=True, **kw)]
+    reference = Batcher(pre, vocab, **kw)
+    expected = list(itertools.islice(reference, 5))
+    for b in batchers:
+        assert (b.n_sentences, b.n_tokens, b.input_words) == (reference.n_sentences, reference.n_tokens,
+                                                              reference.input_words) == (7, n_raw, vocab.words)
+        for got, want in zip(itertools.islice(b, 5), expected, strict=True):
+            for k in BATCH_KEYS:
+                np.testing.assert_array_equal(got[k], want[k])
+    # the tokenizer is part of the data identity: a pre-tokenized run's position does not fit
+    assert batchers[0].fingerprint != reference.fingerprint
+    with pytest.raises(DataError, match="corpus or vocabulary changed"):
+        batchers[0].restore(reference.state())
+
+
+def test_tokenized_corpus_is_cached_per_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokenized once; a second Batcher with the same tokenizer re-uses the cache (no tokenizer
+    call); another tokenizer re-tokenizes and re-encodes."""
+    cache = str(tmp_path / "cache")
+    files = write_shards(tmp_path / "raw", RAW_SHARDS)
+    calls: list[str] = []
+    tokenize = Tokenizer.tokenize
+    monkeypatch.setattr(Tokenizer, "tokenize", lambda self, text: calls.append(text) or tokenize(self, text))
+    kw = dict(global_batch_size=2, unroll_steps=3, cache_dir=cache)
+
+    def run(tok: Tokenizer) -> tuple[list[str], list[Batch]]:
+        b = Batcher(files, VOCAB, tokenizer=tok, **kw)
+        return b.input_words, list(itertools.islice(b, 3))
+
+    first = run(Tokenizer())
+    assert len(calls) == sum(len(s) for s in RAW_SHARDS)  # every line tokenized, once
+    calls.clear()
+    again = run(Tokenizer())
+    assert calls == [] and again[0] == first[0]
+    for a, b in zip(again[1], first[1]):
+        for k in BATCH_KEYS:
+            np.testing.assert_array_equal(a[k], b[k])
+    bert = run(Tokenizer("bert"))
+    assert len(calls) == sum(len(s) for s in RAW_SHARDS)
+    assert "'t" in first[0] and "'t" not in bert[0] and "t" in bert[0]
+
+
+def test_train_config_tokenize_reaches_the_batcher(tmp_path: Path) -> None:
+    files = write_shards(tmp_path / "raw", RAW_SHARDS)
+    cfg = TrainConfig.from_dict({"tokenize": True, "tokenizer": "bert", "split_sentences": True, "batch_size": 2})
+    assert resolve_tokenizer(TrainConfig()) is None
+    b = make_batcher(files, VOCAB, cfg, train=True, rows=2, unroll_steps=3)
+    assert b.tokenizer.key == Tokenizer("bert", split_sentences=True).key
+    assert b.n_sentences == sum(len(Tokenizer("bert", split_sentences=True).sentences(line))
+                                for shard in RAW_SHARDS for line in shard)
+    with pytest.raises(ConfigError, match="config key 'tokenizer' must be one of 'moses'"):
+        TrainConfig.from_dict({"tokenize": True, "tokenizer": "nltk"})

@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from elmo_jax import ElmoEmbedder, ModelOptions, dump_token_embeddings
+from elmo_jax import ElmoEmbedder, InputError, ModelOptions, dump_token_embeddings
+from elmo_jax.tokenize import Tokenizer
 from elmo_jax.weights import arrays_to_params
 
 from conftest import make_random_arrays
@@ -186,3 +187,34 @@ def test_notes_belong_to_each_embedder() -> None:
     a = _random_embedder()
     a.notes.append("x")
     assert _random_embedder().notes == [] and "notes" not in vars(ElmoEmbedder)
+
+
+# --------------------------------------------------------------------------- raw text
+RAW_TEXTS = ["The cat didn't sit on the mat.", "", "Dr. Smith left at 5 p.m. He came back!", "東京 😀 Привет"]
+
+
+def test_embed_texts_equals_embed_sentences_on_the_tokens():
+    embedder = _random_embedder(batch_size=2)
+    out = embedder.embed_texts(RAW_TEXTS)  # the default tokenizer (moses), one sentence per text
+    assert [s.text_index for s in out] == [0, 1, 2, 3] and [s.text for s in out] == RAW_TEXTS
+    assert [s.tokens for s in out] == [Tokenizer().tokenize(t) for t in RAW_TEXTS]
+    assert out[0].tokens == ["The", "cat", "didn", "'t", "sit", "on", "the", "mat", "."] and out[1].tokens == []
+    for s, ref in zip(out, embedder.embed_sentences([s.tokens for s in out])):
+        assert s.vectors.shape == (3, len(s.tokens), 32)
+        np.testing.assert_allclose(s.vectors, ref, atol=1e-6, rtol=0)
+
+    split = embedder.embed_texts(RAW_TEXTS, Tokenizer(split_sentences=True))
+    assert [(s.text_index, s.text) for s in split] == [(0, RAW_TEXTS[0]), (2, "Dr. Smith left at 5 p.m."),
+                                                       (2, "He came back!"), (3, RAW_TEXTS[3])]
+    for s, ref in zip(split, embedder.embed_sentences([s.tokens for s in split])):
+        np.testing.assert_allclose(s.vectors, ref, atol=1e-6, rtol=0)
+    bert = embedder.embed_texts(RAW_TEXTS[:1], "bert")
+    assert bert[0].tokens == ["The", "cat", "didn", "'", "t", "sit", "on", "the", "mat", "."]
+
+
+def test_embed_texts_rejects_token_lists_and_a_bare_string():
+    embedder = _random_embedder()
+    with pytest.raises(InputError, match="list of texts"):
+        embedder.embed_texts("one text")
+    with pytest.raises(InputError, match="text 1 is a list"):
+        embedder.embed_texts(["fine", ["already", "tokenized"]])

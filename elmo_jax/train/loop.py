@@ -49,7 +49,8 @@ from .checkpoint import CheckpointError, Checkpoints, abstract_tree
 from .metrics import IntervalMeans, MetricsWriter
 from .preemption import PreemptionGuard
 from .rundir import (CHECKPOINT_DIR, CONFIG_FILE, IMPORTED_KEY, METRICS_FILE, TENSORBOARD_DIR, check_compatible,
-                     checkpoint_meta, data_abstract, load_run_params, resolve_data, resolve_vocab_path)
+                     checkpoint_meta, data_abstract, load_run_params, resolve_data, resolve_tokenizer,
+                     resolve_vocab_path)
 from .runlock import RunLock
 from .step import init_state, make_eval_step, make_optimizer, make_train_step
 
@@ -65,7 +66,8 @@ def make_batcher(files: list[str], vocab, cfg: TrainConfig, *, train: bool, rows
                  unroll_steps: int) -> Batcher:
     """A batcher of ALL `rows` global rows (every host computes every host's sizes; see batching.py)."""
     return Batcher(files, vocab, global_batch_size=rows, unroll_steps=unroll_steps, seed=cfg.seed, train=train,
-                   streaming=cfg.streaming, max_characters_per_token=cfg.model.max_characters_per_token)
+                   streaming=cfg.streaming, max_characters_per_token=cfg.model.max_characters_per_token,
+                   tokenizer=resolve_tokenizer(cfg))
 
 
 def step_inputs(batcher: Batcher, cfg: TrainConfig, rows: int) -> StepInputs:

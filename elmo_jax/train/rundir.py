@@ -20,6 +20,7 @@ from ..config import ConfigError, TrainConfig
 from ..corpus import builtin_corpus
 from ..errors import ElmoError
 from ..options import ModelOptions
+from ..tokenize import Tokenizer
 from ..vocab import Vocabulary, resolve_files
 from .checkpoint import CheckpointError, Checkpoints, quiet_partial_restore
 from .plot import METRICS_FILE  # noqa: F401 (re-exported: the run directory's files in one place)
@@ -34,6 +35,13 @@ IMPORTED_KEY = "imported_from"
 
 def resolve_vocab_path(cfg: TrainConfig) -> str:
     return builtin_corpus()["vocab_file"] if cfg.vocab == "builtin" else cfg.vocab
+
+
+def resolve_tokenizer(cfg: TrainConfig) -> Optional[Tokenizer]:
+    """The tokenizer of a raw-text corpus (`tokenize: true`), or None for whitespace-tokenized text."""
+    if not cfg.tokenize:
+        return None
+    return Tokenizer(cfg.tokenizer, language=cfg.language, split_sentences=cfg.split_sentences)
 
 
 def resolve_data(cfg: TrainConfig) -> tuple[list[str], list[str], Vocabulary]:
