@@ -196,8 +196,8 @@ def child(args: argparse.Namespace) -> None:
             rss_along.append(rss_bytes())
     pull_s = time.perf_counter() - t0
     print(json.dumps({
-        "import_s": import_s, "setup_s": setup_s, "phases": phases, "n_tokens": batcher.n_tokens,
-        "n_sentences": batcher.n_sentences, "n_input_words": len(batcher.input_words),
+        "import_s": import_s, "setup_s": setup_s, "phases": phases, "n_tokens": batcher.corpus.n_tokens,
+        "n_sentences": batcher.corpus.n_sentences, "n_input_words": batcher.corpus.n_input_words,
         "rss_setup": rss_setup, "maxrss_setup": peak_setup, "maxrss": maxrss_bytes(),
         "maxrss_children": maxrss_bytes(resource.RUSAGE_CHILDREN), "rss_along": rss_along,
         "batches": args.batches, "pull_s": pull_s, "batches_per_s": args.batches / max(pull_s, 1e-9),

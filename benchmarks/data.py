@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     batcher = make()
     t_setup = time.perf_counter() - t0
-    print(f"setup: {t_setup:.2f} s ({batcher.n_input_words} input words, {batcher.steps_per_epoch} steps/epoch)")
+    print(f"setup: {t_setup:.2f} s ({batcher.corpus.n_input_words} input words, {batcher.steps_per_epoch} steps/epoch)")
 
     positions = args.batch_size * args.unroll * 2  # targets per batch, both directions
 

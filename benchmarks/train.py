@@ -233,7 +233,7 @@ def step_input_fn(batcher, max_width: int, rows: int):
 
     from elmo_jax.train.batching import StepInputs
 
-    make = StepInputs(batcher.input_chars, max_width, global_rows=rows, n_hosts=jax.process_count(),
+    make = StepInputs(batcher.corpus.input_chars, max_width, global_rows=rows, n_hosts=jax.process_count(),
                       host_index=jax.process_index(), n_local_devices=jax.local_device_count())
     return lambda batch: make(batch)[0]
 

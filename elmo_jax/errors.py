@@ -28,3 +28,7 @@ class WeightsError(ElmoError):
 
 class InputError(ElmoError):
     """Bad input text (not UTF-8, not a list of token lists, ...)."""
+
+
+class DataError(ElmoError):
+    """A corpus, vocabulary or saved data position that cannot be used."""

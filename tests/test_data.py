@@ -19,13 +19,13 @@ from hypothesis import strategies as st  # noqa: E402
 from elmo_jax.chars import token_to_char_ids  # noqa: E402
 from elmo_jax.chars import char_table  # noqa: E402
 from elmo_jax.config import ConfigError, TrainConfig  # noqa: E402
-from elmo_jax.data import BATCH_KEYS, Batch, Batcher, DataError  # noqa: E402
+from elmo_jax.data import BATCH_KEYS, Batch, Batcher  # noqa: E402
 from elmo_jax.prefetch import prefetch  # noqa: E402
 
 #: The batch seen through the input table: vocab ids and raw char ids of the inputs.
 VIEW_KEYS = ("tokens_fwd", "tokens_bwd", "chars_fwd", "chars_bwd", "targets_fwd", "targets_bwd",
              "weights_fwd", "weights_bwd")
-from elmo_jax.errors import ElmoError, InputError  # noqa: E402
+from elmo_jax.errors import DataError, ElmoError, InputError  # noqa: E402
 from elmo_jax.tokenize import Tokenizer  # noqa: E402
 from elmo_jax.train.loop import make_batcher  # noqa: E402
 from elmo_jax.train.rundir import resolve_tokenizer  # noqa: E402
@@ -111,8 +111,8 @@ def expand(source, batch: dict) -> dict:
     for d in ("fwd", "bwd"):
         ids = batch[f"inputs_{d}"]
         assert ids.dtype == np.int32
-        out[f"tokens_{d}"] = b.input_to_target[ids]
-        out[f"chars_{d}"] = b.input_chars[ids].astype(np.int32)
+        out[f"tokens_{d}"] = b.corpus.input_to_target[ids]
+        out[f"chars_{d}"] = b.corpus.input_chars[ids].astype(np.int32)
     return out
 
 
@@ -165,8 +165,8 @@ def test_first_two_batches_by_hand(tmp_path: Path, cache_dir: str) -> None:
         assert batch["chars_fwd"].shape == (2, 3, 50) and batch["chars_fwd"].dtype == np.int32
         assert batch["weights_fwd"].dtype == np.float32 and batch["weights_fwd"].all()
         assert batch["chars_fwd"].max() <= 260 and batch["chars_fwd"].min() >= 0
-    assert b.n_tokens == 10 == count_tokens(files) and b.n_sentences == 4 and b.n_targets == 14
-    assert b.input_words[7:] == sorted(["dog"]) and b.input_to_target[7] == U
+    assert b.corpus.n_tokens == 10 == count_tokens(files) and b.corpus.n_sentences == 4 and b.n_targets == 14
+    assert b.corpus.input_words[7:] == sorted(["dog"]) and b.corpus.input_to_target[7] == U
 
 
 def test_char_table_matches_token_to_char_ids() -> None:
@@ -335,7 +335,7 @@ def test_streaming_equals_in_memory(shuffled_corpus: list[str], cache_dir: str) 
     kw = dict(global_batch_size=4, unroll_steps=3, seed=9, cache_dir=cache_dir)
     mem = Batcher(shuffled_corpus, VOCAB, **kw)
     stream = Batcher(shuffled_corpus, VOCAB, streaming=True, max_cached_shards=1, **kw)
-    assert (stream.n_tokens, stream.n_sentences) == (mem.n_tokens, mem.n_sentences)
+    assert (stream.corpus.n_tokens, stream.corpus.n_sentences) == (mem.corpus.n_tokens, mem.corpus.n_sentences)
     assert_batches_equal(take(stream, 25), take(mem, 25))
 
 
@@ -425,7 +425,7 @@ def test_errors_name_the_file(tmp_path: Path, cache_dir: str) -> None:
         assert info.value.path == str(latin)
     with pytest.raises(InputError, match="no files match"):
         make(str(tmp_path / "nothing*.txt"))
-    assert make(str(tmp_path / "good" / "*.txt")).files == [good]
+    assert make(str(tmp_path / "good" / "*.txt")).corpus.files == [good]
 
 
 def test_vocab_errors_and_bad_arguments(tmp_path: Path, cache_dir: str) -> None:
@@ -481,13 +481,14 @@ def test_raw_text_corpus_encodes_like_its_pretokenized_version(tmp_path: Path, c
     reference = Batcher(pre, vocab, **kw)
     expected = list(itertools.islice(reference, 5))
     for b in batchers:
-        assert (b.n_sentences, b.n_tokens, b.input_words) == (reference.n_sentences, reference.n_tokens,
-                                                              reference.input_words) == (7, n_raw, vocab.words)
+        got, want = b.corpus, reference.corpus
+        assert (got.n_sentences, got.n_tokens, got.input_words) == (want.n_sentences, want.n_tokens,
+                                                                    want.input_words) == (7, n_raw, vocab.words)
         for got, want in zip(itertools.islice(b, 5), expected, strict=True):
             for k in BATCH_KEYS:
                 np.testing.assert_array_equal(got[k], want[k])
     # the tokenizer is part of the data identity: a pre-tokenized run's position does not fit
-    assert batchers[0].fingerprint != reference.fingerprint
+    assert batchers[0].corpus.fingerprint != reference.corpus.fingerprint
     with pytest.raises(DataError, match="corpus or vocabulary changed"):
         batchers[0].restore(reference.state())
 
@@ -504,7 +505,7 @@ def test_tokenized_corpus_is_cached_per_tokenizer(tmp_path: Path, monkeypatch: p
 
     def run(tok: Tokenizer) -> tuple[list[str], list[Batch]]:
         b = Batcher(files, VOCAB, tokenizer=tok, **kw)
-        return b.input_words, list(itertools.islice(b, 3))
+        return b.corpus.input_words, list(itertools.islice(b, 3))
 
     first = run(Tokenizer())
     assert len(calls) == sum(len(s) for s in RAW_SHARDS)  # every line tokenized, once
@@ -524,8 +525,8 @@ def test_train_config_tokenize_reaches_the_batcher(tmp_path: Path) -> None:
     cfg = TrainConfig.from_dict({"tokenize": True, "tokenizer": "bert", "split_sentences": True, "batch_size": 2})
     assert resolve_tokenizer(TrainConfig()) is None
     b = make_batcher(files, VOCAB, cfg, train=True, rows=2, unroll_steps=3)
-    assert b.tokenizer.key == Tokenizer("bert", split_sentences=True).key
-    assert b.n_sentences == sum(len(Tokenizer("bert", split_sentences=True).sentences(line))
+    assert b.corpus.tokenizer.key == Tokenizer("bert", split_sentences=True).key
+    assert b.corpus.n_sentences == sum(len(Tokenizer("bert", split_sentences=True).sentences(line))
                                 for shard in RAW_SHARDS for line in shard)
     with pytest.raises(ConfigError, match="config key 'tokenizer' must be one of 'moses'"):
         TrainConfig.from_dict({"tokenize": True, "tokenizer": "nltk"})

@@ -71,7 +71,7 @@ def make_batcher(files: list[str], vocab, cfg: TrainConfig, *, train: bool, rows
 
 
 def step_inputs(batcher: Batcher, cfg: TrainConfig, rows: int) -> StepInputs:
-    return StepInputs(batcher.input_chars, max(w for w, _ in cfg.model.filters), global_rows=rows,
+    return StepInputs(batcher.corpus.input_chars, max(w for w, _ in cfg.model.filters), global_rows=rows,
                       n_hosts=jax.process_count(), host_index=jax.process_index(),
                       n_local_devices=jax.local_device_count(), options=cfg.model,
                       input_to_target=batcher.input_to_target)
