@@ -74,7 +74,7 @@ def step_inputs(batcher: Batcher, cfg: TrainConfig, rows: int) -> StepInputs:
     return StepInputs(batcher.corpus.input_chars, max(w for w, _ in cfg.model.filters), global_rows=rows,
                       n_hosts=jax.process_count(), host_index=jax.process_index(),
                       n_local_devices=jax.local_device_count(), options=cfg.model,
-                      input_to_target=batcher.input_to_target)
+                      input_to_target=batcher.corpus.input_to_target)
 
 
 def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
