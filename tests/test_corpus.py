@@ -115,7 +115,8 @@ def test_unigram_perplexity_independently(shipped: dict) -> None:
 def test_batcher_reads_builtin_corpus(shipped: dict, tmp_path: Path) -> None:
     kw = dict(global_batch_size=8, unroll_steps=5, cache_dir=str(tmp_path / "hf"))
     train = Batcher(shipped["train_files"], shipped["vocab_file"], **kw)
-    assert train.corpus.n_tokens == shipped["n_train_tokens"] and train.corpus.n_sentences == shipped["n_train_sentences"]
+    corpus = train.corpus
+    assert corpus.n_tokens == shipped["n_train_tokens"] and corpus.n_sentences == shipped["n_train_sentences"]
     batch = next(train)
     assert batch["inputs_fwd"].shape == (8, 5) and batch["weights_fwd"].all()
     assert train.corpus.input_chars[batch["inputs_fwd"]].shape == (8, 5, 50)
