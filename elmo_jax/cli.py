@@ -13,7 +13,25 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
+import h5py
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .config import TrainConfig
+from .corpus import builtin_corpus
+from .embed import ElmoEmbedder, dump_token_embeddings
 from .errors import ElmoError
+from .io_utils import atomic_output, read_lines
+from .options import ModelOptions
+from .tasks.cli import add_task_parser
+from .train.export import export_run
+from .train.loop import run_perplexity, train
+from .train.plot import plot_run
+from .train.tfimport import import_tf_checkpoint
+from .vocab import build_vocab, resolve_files
+from .weights import export_npz, import_npz, load_model, write_bilm_hdf5
 from .hub import format_size, list_models, models_dir, offline_mode, resolve_model
 from .runtime import enable_compilation_cache, init_distributed
 from .tokenize import TEXT_EXTRA, TOKENIZERS, Tokenizer
@@ -84,18 +102,11 @@ def _model_files(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _dtype(name: str):
-    import jax.numpy as jnp
-
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
 # --------------------------------------------------------------------------- embed
 def cmd_embed(args: argparse.Namespace) -> int:
-    import h5py
-    import numpy as np
-
-    from .embed import ElmoEmbedder
-    from .io_utils import atomic_output, read_lines
 
     if args.batch_size < 1:
         raise ElmoError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -115,8 +126,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         for line in read_lines(args.input):
             n_lines += 1
             yield line
-
-    from tqdm import tqdm
 
     start = time.perf_counter()
     n_tokens = n_sentences = 0
@@ -172,16 +181,12 @@ def add_tokenize_args(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def cmd_dump_token_embeddings(args: argparse.Namespace) -> int:
-    from .embed import dump_token_embeddings
-
     n = dump_token_embeddings(*_model_files(args), args.vocab, args.output)
     print(f"elmo-jax: wrote {n} token vectors -> {args.output}", file=sys.stderr)
     return 0
 
 
 def cmd_export_npz(args: argparse.Namespace) -> int:
-    from .weights import export_npz, load_model
-
     options, params, notes = load_model(*_model_files(args))
     _print_notes(notes)
     export_npz(args.output, params, options.for_inference())
@@ -190,9 +195,6 @@ def cmd_export_npz(args: argparse.Namespace) -> int:
 
 
 def cmd_import_npz(args: argparse.Namespace) -> int:
-    from .options import ModelOptions
-    from .weights import import_npz, write_bilm_hdf5
-
     options = ModelOptions.from_json(args.options) if args.options else None
     options, params, extra = import_npz(args.npz, options)
     write_bilm_hdf5(args.output, params, options)
@@ -228,12 +230,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The built-in main job: pretrain the tiny config on the built-in corpus (resuming if the run
     directory has a checkpoint), export it in bilm-tf format, and embed a sentence with it."""
-    import numpy as np
-
-    from .config import TrainConfig
-    from .embed import ElmoEmbedder
-    from .train.export import export_run
-    from .train.loop import train
 
     cfg = TrainConfig.from_json(args.config, args.set or [])
     last = train(cfg, args.run_dir, progress=not args.quiet)
@@ -244,8 +240,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     vectors = embedder.embed_sentence(sentence)
     info = ""
     if cfg.train_files.startswith("builtin:"):
-        from .corpus import builtin_corpus
-
         info = f" (unigram perplexity of the same heldout text: {builtin_corpus()['unigram_perplexity']:.1f})"
     if "val_perplexity" in last:
         print(f"heldout perplexity after {int(last.get('step', 0))} steps: {last['val_perplexity']:.1f}{info}")
@@ -259,12 +253,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- training
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig
-
     cfg = TrainConfig.from_json(args.config, args.set or [])
     init_distributed(args.coordinator, args.num_processes, args.process_id)
     enable_compilation_cache()
-    from .train.loop import train
 
     run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
     resume = None if not (args.resume or args.no_resume) else bool(args.resume)
@@ -275,8 +266,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
-    from .train.loop import run_perplexity
-
     result = run_perplexity(args.run_dir, args.files, step=args.step, batch_size=args.batch_size,
                             unroll_steps=args.unroll_steps, max_batches=args.max_batches)
     print(json.dumps(result, indent=2))
@@ -284,8 +273,6 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .train.export import export_run
-
     paths = export_run(args.run_dir, args.output_dir, step=args.step)
     print(f"elmo-jax: exported step {paths['step']} -> {args.output_dir} "
           "(options.json, weights.hdf5, params.npz, vocab.txt)", file=sys.stderr)
@@ -293,8 +280,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import_tf_checkpoint(args: argparse.Namespace) -> int:
-    from .train.tfimport import import_tf_checkpoint
-
     result = import_tf_checkpoint(args.checkpoint, args.vocab, args.output_dir, options_file=args.options,
                                   progress=not args.quiet)
     _print_notes(result["notes"])
@@ -305,8 +290,6 @@ def cmd_import_tf_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_build_vocab(args: argparse.Namespace) -> int:
-    from .vocab import build_vocab, resolve_files
-
     tokenizer = text_tokenizer(args)
     vocab, n_tokens = build_vocab(resolve_files(args.corpus), min_count=args.min_count, max_size=args.max_size,
                                   tokenizer=tokenizer)
@@ -316,8 +299,6 @@ def cmd_build_vocab(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .train.plot import plot_run
-
     out = plot_run(args.run_dir, args.output)
     print(f"elmo-jax: wrote {out}", file=sys.stderr)
     return 0
@@ -325,8 +306,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="elmo-jax", description="ELMo in JAX: embed text, convert weights, pretrain.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -431,8 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--sentence", default="Return the number of items in the list .")
     p.add_argument("--quiet", action="store_true")
-
-    from .tasks.cli import add_task_parser
 
     add_task_parser(sub, add)
     return parser

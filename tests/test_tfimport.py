@@ -308,3 +308,13 @@ def test_other_shape_written_by_bilm_tf(tmp_path):
     assert ours.keys() == theirs.keys() and len(theirs) == 1 + 6 + 8 + 2 + 18
     for name in theirs:
         np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+
+
+def test_fine_tuning_an_imported_run_without_train_files_is_one_line(imported, tmp_path):
+    """The imported config names no training text, so forgetting `train_files` is an error before
+    compute rather than a silent run on the built-in corpus."""
+    assert TrainConfig.from_json(os.path.join(imported, "config.json")).train_files == ""
+    code, _, err = cli("train", "--config", os.path.join(imported, "config.json"), "--run-dir", str(tmp_path / "t"),
+                       "--set", f"init_from={imported}", "--set", "max_steps=1", "--quiet")
+    assert code == 1 and err.count("\n") == 1, err
+    assert "config key 'train_files' is empty" in err

@@ -25,7 +25,11 @@ import os
 import zlib
 from typing import Any, Iterator, Optional, Sequence, Union
 
+import datasets
 import numpy as np
+import pyarrow as pa  # installed with `datasets` (its storage format)
+from datasets import load_dataset
+from datasets.utils import logging as ds_logging
 
 from ..chars import char_table
 from ..errors import DataError, ElmoError, InputError
@@ -40,8 +44,6 @@ _ENCODE_VERSION = "elmo-jax-ids-v1"
 @contextlib.contextmanager
 def _quiet_datasets() -> Iterator[None]:
     """Silence `datasets` progress bars (one per shard is noise), restoring the setting after."""
-    from datasets.utils import logging as ds_logging
-
     was_enabled = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()
     try:
@@ -61,8 +63,6 @@ def _reraise_read_error(path: str, exc: BaseException) -> None:
 
 
 def _load_text(path: str, streaming: bool, cache_dir: Optional[str]):
-    from datasets import load_dataset
-
     return load_dataset("text", data_files=[path], split="train", streaming=streaming, cache_dir=cache_dir)
 
 
@@ -101,8 +101,6 @@ def _sentence_batches(ds, streaming: bool, batch_size: int = 8192) -> Iterator[l
 
 
 def _list_feature(name: str, dtype: str):
-    import datasets
-
     list_type = getattr(datasets, "List", None) or datasets.Sequence
     return datasets.Features({name: list_type(datasets.Value(dtype))})
 
@@ -115,8 +113,6 @@ class _Tokenize:
         self.tokenizer = tokenizer
 
     def __call__(self, table):
-        import pyarrow as pa
-
         out = [toks for line in table.column("text").to_pylist()
                for _, toks in split_text(line, self.tokenizer) if toks]
         return pa.table({"tokens": pa.array(out, type=pa.list_(pa.string()))})
@@ -130,8 +126,6 @@ class _Encoder:
         self.index, self.bos, self.eos = index, bos, eos
 
     def __call__(self, table):
-        import pyarrow as pa
-
         index = self.index
         out = [[self.bos, *[index[t] for t in toks], self.eos] for toks in _table_sentences(table)]
         return pa.table({"ids": pa.array(out, type=pa.list_(pa.int32()))})
@@ -139,8 +133,6 @@ class _Encoder:
 
 def _flat_ids(column) -> tuple[np.ndarray, np.ndarray]:
     """A pyarrow list column -> (values int32 [total], offsets int64 [rows + 1])."""
-    import pyarrow as pa
-
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     offsets = np.asarray(arr.offsets, dtype=np.int64)
     values = arr.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)

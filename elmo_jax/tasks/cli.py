@@ -9,9 +9,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 from typing import Callable
+
+from ..configbase import ConfigError, check_value, parse_value, show, strip_optional
+from ..io_utils import atomic_write_text
+from ..runtime import enable_compilation_cache
+from .config import TaskConfig
+from .loop import train_task
+from .metrics import format_report
+from .predictor import TaskPredictor
 
 #: help of the `task train` flags; every TaskConfig key gets a flag (`--hidden-dim` for hidden_dim,
 #: `--crf/--no-crf` for a bool), so a new key needs no code here.
@@ -44,10 +54,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, helps: dict[str
     """One flag per key of a ConfigBase dataclass: `--a-key VALUE`, or `--a-key/--no-a-key` for a
     bool. Values stay text here and are converted and type-checked with the config's keys (so a
     wrong one is the same one-line error as from --set); unset flags stay None."""
-    import dataclasses
-    import typing
-
-    from ..configbase import show, strip_optional
 
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     for name, annotation in cls.field_types().items():
@@ -69,7 +75,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, helps: dict[str
 def config_flag_values(args: argparse.Namespace, cls: type) -> dict:
     """{key: value} of the config flags given: the text of a key that takes a string, else the
     text read as JSON (as --set reads it)."""
-    from ..configbase import ConfigError, check_value, parse_value
 
     out = {}
     for name, annotation in cls.field_types().items():
@@ -85,8 +90,6 @@ def config_flag_values(args: argparse.Namespace, cls: type) -> dict:
 
 
 def add_task_parser(sub: argparse._SubParsersAction, add: Callable) -> None:
-    from .config import TaskConfig
-
     p = add("task", None, "Train, evaluate and predict with ELMo task models (classification, NER tagging).")
     task_sub = p.add_subparsers(dest="task_command", metavar="SUBCOMMAND")
 
@@ -121,16 +124,12 @@ def add_task_parser(sub: argparse._SubParsersAction, add: Callable) -> None:
 
 
 def _compilation_cache() -> None:
-    from ..runtime import enable_compilation_cache
-
     enable_compilation_cache()
 
 
 def config_from_args(args: argparse.Namespace):
     """The TaskConfig of `task train`: --config, then the flags, then --set; the file's own keys
     are checked (and errors name it) before the flags are merged."""
-    from ..configbase import ConfigError
-    from .config import TaskConfig
 
     data: dict = {}
     if args.config:
@@ -145,8 +144,6 @@ def config_from_args(args: argparse.Namespace):
 def cmd_task_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # a bad option is reported before anything else happens
     _compilation_cache()
-    from .loop import train_task
-    from .metrics import format_report
 
     summary = train_task(cfg, args.output_dir, resume=args.resume, progress=not args.quiet)
     if summary["preempted"]:
@@ -163,9 +160,6 @@ def cmd_task_train(args: argparse.Namespace) -> int:
 
 def cmd_task_evaluate(args: argparse.Namespace) -> int:
     _compilation_cache()
-    from ..io_utils import atomic_write_text
-    from .predictor import TaskPredictor
-    from .metrics import format_report
 
     predictor = TaskPredictor(args.model_dir, batch_size=args.batch_size)
     report = predictor.evaluate(args.data)
@@ -177,7 +171,6 @@ def cmd_task_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_task_predict(args: argparse.Namespace) -> int:
     _compilation_cache()
-    from .predictor import TaskPredictor
 
     predictor = TaskPredictor(args.model_dir, batch_size=args.batch_size)
     n = predictor.predict_file(args.input, args.output)

@@ -58,6 +58,9 @@ def resolve_data(cfg: TrainConfig) -> tuple[list[str], list[str], Vocabulary]:
             return list(builtin["train_files"] if key == "train" else builtin["heldout_files"])
         return resolve_files(spec)
 
+    if not cfg.train_files:  # an imported TF checkpoint's config names no text (import-tf-checkpoint)
+        raise ConfigError("config key 'train_files' is empty: name the text to train on, "
+                          "e.g. --set train_files='my_text/train/*.txt'")
     train_files = files_of(cfg.train_files)
     heldout = files_of(cfg.heldout_files) if cfg.heldout_files else []
     vocab_path = resolve_vocab_path(cfg)

@@ -73,7 +73,7 @@ def config_from_options(options: ModelOptions, vocab_path: str, vocab_size: int,
     optimizer (Adagrad, initial accumulator 1.0) and the vocabulary. Returns (config, notes)."""
     extra, notes = options.extra, []
     data: dict[str, Any] = {"model": options.for_training().to_dict(), "vocab": vocab_path,
-                            "heldout_files": None, "optimizer": "adagrad", "initial_accumulator": 1.0}
+                            "train_files": "", "heldout_files": None, "optimizer": "adagrad", "initial_accumulator": 1.0}
     for key, field in TRAINING_KEYS.items():
         if extra.get(key) is not None:
             data[field] = extra[key]
