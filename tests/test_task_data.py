@@ -12,7 +12,7 @@ import pytest
 from elmo_jax.errors import ElmoError, InputError
 from elmo_jax.tasks.data import (label_set, read_classification, read_conll, tag_set,
                                  write_classification_predictions, write_conll_predictions)
-from elmo_jax.tasks.vectors import WordVectors, read_glove
+from elmo_jax.vectors import WordVectors, read_glove
 
 SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 

@@ -22,7 +22,7 @@ from .config import TaskConfig
 from .crf import allowed_transitions
 from .inputs import TaskInputs
 from .models import ElmoClassifier, ElmoFeatures, ElmoTagger
-from .vectors import WordVectors, read_glove
+from ..vectors import WordVectors, read_glove
 
 
 def resolve_bilm_files(cfg: TaskConfig) -> tuple[str, Optional[str]]:

@@ -16,7 +16,7 @@ import numpy as np
 from ..chars import BOS_TOKEN, EOS_TOKEN, token_to_char_ids
 from ..distinct import SHIFTED_PADDING, Bucket, bucket_chars, char_cut_needs, distinct_words
 from ..options import ModelOptions
-from .vectors import WordVectors
+from ..vectors import WordVectors
 
 LENGTH_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 

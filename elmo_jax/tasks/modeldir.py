@@ -28,7 +28,7 @@ from ..train.checkpoint import CheckpointError, Checkpoints, abstract_tree
 from .config import TaskConfig
 from .metrics import format_report
 from .tags import SCHEMES, internal_scheme
-from .vectors import WordVectors
+from ..vectors import WordVectors
 
 CONFIG_FILE = "task_config.json"
 LABELS_FILE = "labels.json"

@@ -26,7 +26,7 @@ from .labels import TaskData, check_labels, from_model_tags, model_view, output_
 from .modeldir import (BEST_DIR, CONFIG_FILE, OPTIONS_FILE, VECTORS_FILE, load_best_params, read_labels, read_scheme,
                        read_word_vectors)
 from .step import make_predict_fn, predict_all
-from .vectors import WordVectors, read_glove
+from ..vectors import WordVectors, read_glove
 
 
 class TaskPredictor:
