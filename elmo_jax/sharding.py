@@ -5,7 +5,7 @@ whose rows are split over the devices when it is too large to replicate (a 793k-
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -69,14 +69,17 @@ def state_shardings(abstract_state: Any, mesh: Mesh, shard_softmax: bool, vocab_
     return jax.tree_util.tree_map_with_path(choose, abstract_state)
 
 
-#: Batch arrays whose rows are not on axis 0: token_index and token_ids (word input) [Dn, B, T].
-BATCH_ROW_AXIS = {"token_index": 1, "token_ids": 1}
+#: The pretraining batch's arrays whose rows are not on axis 0: token_index and token_ids (word
+#: input), both [Dn, B, T]. Task batches keep rows on axis 0 (their `token_ids` is [B, T]).
+LM_BATCH_ROW_AXIS = {"token_index": 1, "token_ids": 1}
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Per-host batch arrays (this host's rows) -> global arrays split over 'data' (on the row
-    axis: 0, or `BATCH_ROW_AXIS`)."""
-    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim, BATCH_ROW_AXIS.get(k, 0)), v)
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh,
+                 row_axis: Optional[dict[str, int]] = None) -> dict[str, jax.Array]:
+    """Per-host batch arrays (this host's rows) -> global arrays split over 'data' on their row
+    axis: `row_axis[k]` (e.g. `LM_BATCH_ROW_AXIS` for pretraining batches), else 0."""
+    row_axis = row_axis or {}
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim, row_axis.get(k, 0)), v)
             for k, v in local.items()}
 
 

@@ -178,7 +178,7 @@ def host_steps(batcher: Batcher, inputs: StepInputs, sampler, seed: int, first_s
 
 def to_global(local: dict[str, np.ndarray], stop: bool, mesh) -> dict[str, jax.Array]:
     """This host's arrays (+ its stop flag, one per local device) -> global arrays over 'data'."""
-    return dict(shd.global_batch(local, mesh), stop=kit.stop_input(stop, mesh))
+    return dict(shd.global_batch(local, mesh, shd.LM_BATCH_ROW_AXIS), stop=kit.stop_input(stop, mesh))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -208,7 +208,7 @@ class Evaluator:
             if self.max_batches is not None and i >= self.max_batches:
                 break
             local, _ = self.inputs(batch)
-            s, c, lstm_state = self.step(params, shd.global_batch(local, self.mesh), lstm_state)
+            s, c, lstm_state = self.step(params, shd.global_batch(local, self.mesh, shd.LM_BATCH_ROW_AXIS), lstm_state)
             sums += np.asarray(s, np.float64)
             counts += np.asarray(c, np.float64)
         means = sums / np.maximum(counts, 1)
