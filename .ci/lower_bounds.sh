@@ -52,7 +52,7 @@ else
   trap 'rm -rf "$venv"' EXIT
 fi
 "$PYTHON" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e . "${pins[@]}" 'pytest>=8'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e . "${pins[@]}" 'pytest>=8' 'hypothesis>=6.100'
 "$venv/bin/python" - "${pins[@]}" <<'EOF'
 import sys
 from importlib.metadata import version
