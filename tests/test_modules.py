@@ -315,3 +315,40 @@ def test_fused_lstm_backward_equals_autodiff(proj: bool, clips: tuple, hoist: bo
     for g, want in zip(fused, plain):
         assert float(jnp.abs(want).max()) > 0
         np.testing.assert_allclose(np.asarray(g), np.asarray(want), rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def test_char_cnn_max_pool_gradient_equals_autodiff_with_ties() -> None:
+    """The char-CNN's max over positions sends its gradient to one maximal position
+    (`char_cnn._max_over_positions`) where autodiff of `jnp.max` splits it over ties. The char
+    embedding's and the kernels' gradients are the same: ties come from identical windows (trailing
+    padding, repeated letters), which these words have plenty of."""
+    from elmo_jax.chars import token_to_char_ids
+    from elmo_jax.modules import char_cnn
+    from elmo_jax.modules.char_cnn import CharCNN
+
+    opts = dataclasses.replace(ModelOptions(), char_embed_dim=4, filters=((1, 3), (2, 5), (4, 6)),
+                               max_characters_per_token=16)
+    words = ["a", "aaaa", "little", "bookkeeper", "Mississippi", "zz", "!", "ll"]
+    ids = jnp.asarray(np.stack([token_to_char_ids(w, 16, shift=False) for w in words]), jnp.int32)
+    model = CharCNN(opts, precision="highest")
+    params = model.init(jax.random.key(0), ids, shifted=False)["params"]
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=(len(words), opts.n_filters)), jnp.float32)
+
+    def loss(p):
+        return jnp.sum(model.apply({"params": p}, ids, shifted=False) * weights)
+
+    ours = jax.grad(loss)(params)
+    original = char_cnn.max_over_positions
+    char_cnn.max_over_positions = lambda z: jnp.max(z, axis=1)
+    try:
+        plain = jax.grad(loss)(params)
+    finally:
+        char_cnn.max_over_positions = original
+    z = np.asarray(jax.lax.conv_general_dilated(
+        jnp.take(params["char_embed"], ids, axis=0), params["W_cnn_0"], (1,), "VALID",
+        dimension_numbers=("NWC", "WIO", "NWC")))
+    assert (np.sum(z == z.max(axis=1, keepdims=True), axis=1) > 1).any(), "the words must give tied maxima"
+    for path, want in jax.tree_util.tree_leaves_with_path(plain):
+        got = dict(jax.tree_util.tree_leaves_with_path(ours))[path]
+        assert float(jnp.abs(want).max()) > 0, path
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6, err_msg=str(path))
