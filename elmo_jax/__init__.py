@@ -9,17 +9,13 @@ Public API:
     batch_to_ids        sentences -> char ids + mask
     load_model, write_bilm_hdf5, export_npz, import_npz   weights I/O (load_model also takes a model name)
 """
-from . import malloc
-
-malloc.tune()  # opt-in (ELMO_JAX_MALLOC=keep), before XLA starts its threads: see elmo_jax/malloc.py
-
-from .chars import batch_to_ids, token_to_char_ids  # noqa: E402
-from .elmo import Elmo, init_elmo, remove_sentence_boundaries  # noqa: E402
-from .embed import ElmoEmbedder, dump_token_embeddings  # noqa: E402
-from .errors import ElmoError, InputError, OptionsError, WeightsError  # noqa: E402
-from .modules import BiLM, ScalarMix  # noqa: E402
-from .options import ModelOptions  # noqa: E402
-from .weights import export_npz, import_npz, load_model, write_bilm_hdf5  # noqa: E402
+from .chars import batch_to_ids, token_to_char_ids
+from .elmo import Elmo, init_elmo, remove_sentence_boundaries
+from .embed import ElmoEmbedder, dump_token_embeddings
+from .errors import ElmoError, InputError, OptionsError, WeightsError
+from .modules import BiLM, ScalarMix
+from .options import ModelOptions
+from .weights import export_npz, import_npz, load_model, write_bilm_hdf5
 
 __version__ = "0.1.0"
 
