@@ -77,6 +77,14 @@ class TrainConfig(ConfigBase):
             non_negative=("n_negative_samples", "eval_every", "seed"), probability=("dropout",),
             positive_number=("learning_rate", "n_epochs"), at_least_zero=("clip_norm", "initial_accumulator"))
         self.model.validate(source)
+        if not self.tokenize:
+            unused = [k for k, default in (("tokenizer", "moses"), ("language", "en"), ("split_sentences", False))
+                      if getattr(self, k) != default]
+            if unused:
+                keys = ", ".join(repr(k) for k in unused)
+                raise ConfigError(f"config {'keys' if len(unused) > 1 else 'key'} {keys} only "
+                                  f"{'apply' if len(unused) > 1 else 'applies'} to raw text: set 'tokenize': true, "
+                                  f"or remove {'them' if len(unused) > 1 else 'it'}", source)
         m = self.model
         if self.freeze_word_vectors and m.char_inputs and not m.word_channel_dim:
             raise ConfigError("config key 'freeze_word_vectors' needs a word-input model or a word channel "

@@ -258,3 +258,15 @@ def _task_train_help() -> str:
     task = sub.choices["task"]
     task_sub = next(a for a in task._actions if a.__class__.__name__ == "_SubParsersAction")
     return task_sub.choices["train"].format_help()
+
+
+@pytest.mark.parametrize("changes,keys", [({"tokenizer": "bert"}, "key 'tokenizer' only applies"),
+                                          ({"language": "de", "split_sentences": True},
+                                           "keys 'language', 'split_sentences' only apply")])
+def test_raw_text_keys_without_tokenize_are_one_line(tmp_path: Path, changes: dict, keys: str) -> None:
+    """Tokenizer settings on a pre-tokenized corpus would be ignored: an error names them instead."""
+    path = tiny_with(tmp_path, **changes)
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_json(path)
+    assert str(err.value).startswith(f"{path}: config {keys} to raw text: set 'tokenize': true")
+    assert TrainConfig.from_json(tiny_with(tmp_path, tokenize=True, **changes)).tokenize
