@@ -274,15 +274,52 @@ def bench_pipeline(rows: int, unroll: int, max_chars: int, max_width: int, n_bat
     return {"batches_per_s": n_batches / dt, "prepare_ms": prep * 1e3}
 
 
-# ------------------------------------------------------------------------------- one combination
-def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool, precision: str,
-              steps: int, overrides: list[str], seed: int = 0) -> dict:
+def shape_batch(cfg, vocab_size: int, seed: int) -> tuple:
+    """(Batcher, one corpus batch at cfg's rows x unroll) with its targets replaced by uniform
+    random ids over `vocab_size` (the softmax at the shape's real size)."""
+    batcher, raw = corpus_batch(cfg.batch_size, cfg.unroll_steps, cfg.model.max_characters_per_token)
+    raw = dict(raw)
+    rng = np.random.default_rng(seed)
+    for d in ("fwd", "bwd"):
+        raw[f"targets_{d}"] = rng.integers(0, vocab_size, raw[f"targets_{d}"].shape).astype(np.int32)
+    return batcher, raw
+
+
+def compiled_step(cfg, vocab_size: int, local: dict, mesh, seed: int, n_negative_sets: int) -> tuple:
+    """(compiled train step, fresh state, global batch, `n_negative_sets` negative sets on device,
+    compile seconds): the step compiled as the training loop does (explicit shardings, state donated)."""
     import jax
 
     from elmo_jax import sharding as shd
     from elmo_jax.loss import LogUniformSampler
     from elmo_jax.train.loop import draw_negatives
     from elmo_jax.train.step import init_state, make_train_step
+
+    key = jax.random.key(seed)
+    abstract = jax.eval_shape(lambda k: init_state(cfg, vocab_size, k), key)
+    shard_softmax = shd.should_shard_softmax(cfg.shard_softmax, vocab_size, cfg.model.projection_dim, mesh)
+    state_sh = shd.state_shardings(abstract, mesh, shard_softmax, vocab_size)
+    state = jax.jit(lambda k: init_state(cfg, vocab_size, k), out_shardings=state_sh)(key)
+    sampler = LogUniformSampler(vocab_size, cfg.n_negative_samples) if cfg.n_negative_samples else None
+    negatives = []
+    for i in range(n_negative_sets):
+        negs = draw_negatives(sampler, seed, i)
+        negatives.append(None if negs is None else jax.device_put(negs, shd.replicated(mesh)))
+    gbatch = shd.global_batch(local, mesh)
+    step = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0,
+                   in_shardings=(state_sh, None, shd.replicated(mesh)),
+                   out_shardings=(state_sh, shd.replicated(mesh)))
+    t0 = time.perf_counter()
+    compiled = step.lower(state, gbatch, negatives[0]).compile()
+    return compiled, state, gbatch, negatives, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------- one combination
+def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool, precision: str,
+              steps: int, overrides: list[str], seed: int = 0) -> dict:
+    import jax
+
+    from elmo_jax import sharding as shd
 
     cfg, vocab_size, ref = shape_config(shape, overrides)
     n_dev = jax.device_count()
@@ -298,11 +335,7 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
     t, opts = cfg.unroll_steps, cfg.model
     max_width = max(w for w, _ in opts.filters)
 
-    batcher, raw = corpus_batch(rows, t, opts.max_characters_per_token)
-    raw = dict(raw)
-    rng = np.random.default_rng(seed)
-    for d in ("fwd", "bwd"):  # targets over the shape's vocabulary (softmax at its real size)
-        raw[f"targets_{d}"] = rng.integers(0, vocab_size, raw[f"targets_{d}"].shape).astype(np.int32)
+    batcher, raw = shape_batch(cfg, vocab_size, seed)
     t0 = time.perf_counter()
     local = step_input_fn(batcher, max_width, rows)(raw)
     prep_ms = (time.perf_counter() - t0) * 1e3
@@ -318,23 +351,8 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
     mesh = shd.make_mesh()
     ctx = contextlib.nullcontext() if hoist_via_config else lstm_hoist(hoist)
     with ctx:
-        key = jax.random.key(seed)
-        abstract = jax.eval_shape(lambda k: init_state(cfg, vocab_size, k), key)
-        shard_softmax = shd.should_shard_softmax(cfg.shard_softmax, vocab_size, opts.projection_dim, mesh)
-        state_sh = shd.state_shardings(abstract, mesh, shard_softmax, vocab_size)
-        state = jax.jit(lambda k: init_state(cfg, vocab_size, k), out_shardings=state_sh)(key)
-        sampler = LogUniformSampler(vocab_size, cfg.n_negative_samples) if cfg.n_negative_samples else None
-        negatives = []
-        for i in range(steps + 1):  # drawn before timing (the loop draws them in its prefetch thread)
-            negs = draw_negatives(sampler, seed, i)
-            negatives.append(None if negs is None else jax.device_put(negs, shd.replicated(mesh)))
-        gbatch = shd.global_batch(local, mesh)
-        step = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0,
-                       in_shardings=(state_sh, None, shd.replicated(mesh)),
-                       out_shardings=(state_sh, shd.replicated(mesh)))
-        t0 = time.perf_counter()
-        compiled = step.lower(state, gbatch, negatives[0]).compile()
-        compile_s = time.perf_counter() - t0
+        # negatives drawn before timing (the loop draws them in its prefetch thread)
+        compiled, state, gbatch, negatives, compile_s = compiled_step(cfg, vocab_size, local, mesh, seed, steps + 1)
     mem = {}
     try:
         ma = compiled.memory_analysis()
@@ -363,7 +381,7 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
         pass
     del state, m, compiled, gbatch
     gc.collect()
-    softmax = f"sampled {cfg.n_negative_samples}/{vocab_size}" if sampler else f"full {vocab_size}"
+    softmax = f"sampled {cfg.n_negative_samples}/{vocab_size}" if cfg.n_negative_samples else f"full {vocab_size}"
     return {
         "shape": shape, "rows_per_device": rows // n_dev, "rows": rows, "unroll": t, "own_batch": own_batch,
         "hoist": hoist, "hoist_via": "config" if hoist_via_config else "patched LSTMStack",

@@ -19,46 +19,23 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import train as bench  # noqa: E402  (benchmarks/train.py: shapes, corpus batches, step inputs)
 
 
 def build(shape: str, overrides: list[str], mesh, n_negative_sets: int = 4) -> dict:
-    """One variant: its compiled step, state, batch and negatives."""
-    import jax
-
-    from elmo_jax import sharding as shd
-    from elmo_jax.loss import LogUniformSampler
-    from elmo_jax.train.loop import draw_negatives
-    from elmo_jax.train.step import init_state, make_train_step
-
+    """One variant: its compiled step, state, batch and negatives (benchmarks/train.py's set-up)."""
     cfg, vocab_size, _ = bench.shape_config(shape, overrides)
-    opts, rows, unroll = cfg.model, cfg.batch_size, cfg.unroll_steps
-    batcher, raw = bench.corpus_batch(rows, unroll, opts.max_characters_per_token)
-    raw = dict(raw)
-    rng = np.random.default_rng(0)
-    for d in ("fwd", "bwd"):  # targets over the shape's vocabulary, as benchmarks/train.py
-        raw[f"targets_{d}"] = rng.integers(0, vocab_size, raw[f"targets_{d}"].shape).astype(np.int32)
-    local = bench.step_input_fn(batcher, max(w for w, _ in opts.filters), rows)(raw)
-    key = jax.random.key(0)
-    abstract = jax.eval_shape(lambda k: init_state(cfg, vocab_size, k), key)
-    state_sh = shd.state_shardings(abstract, mesh, False, vocab_size)
-    state = jax.jit(lambda k: init_state(cfg, vocab_size, k), out_shardings=state_sh)(key)
-    sampler = LogUniformSampler(vocab_size, cfg.n_negative_samples) if cfg.n_negative_samples else None
-    negatives = [None if sampler is None else jax.device_put(draw_negatives(sampler, 0, i), shd.replicated(mesh))
-                 for i in range(n_negative_sets)]
-    batch = shd.global_batch(local, mesh)
-    t0 = time.perf_counter()
-    compiled = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0).lower(state, batch, negatives[0]).compile()
-    compile_s = time.perf_counter() - t0
+    batcher, raw = bench.shape_batch(cfg, vocab_size, seed=0)
+    local = bench.step_input_fn(batcher, max(w for w, _ in cfg.model.filters), cfg.batch_size)(raw)
+    compiled, state, batch, negatives, compile_s = bench.compiled_step(cfg, vocab_size, local, mesh, 0,
+                                                                       n_negative_sets)
     for i in range(2):  # warm-up
         state, m = compiled(state, batch, negatives[i % n_negative_sets])
         float(m["loss"])
-    return {"compiled": compiled, "state": state, "batch": batch, "negatives": negatives, "tokens": rows * unroll,
-            "compile_s": compile_s, "times": [], "losses": []}
+    return {"compiled": compiled, "state": state, "batch": batch, "negatives": negatives,
+            "tokens": cfg.batch_size * cfg.unroll_steps, "compile_s": compile_s, "times": [], "losses": []}
 
 
 def main() -> None:

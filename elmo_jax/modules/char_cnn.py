@@ -44,18 +44,21 @@ def _max_over_positions(length: int, z: jax.Array) -> jax.Array:
     return jnp.max(z, axis=1)
 
 
+def _countdown(length: int) -> jax.Array:
+    """L - position, float32 [1, L, 1]: the first maximal position is the largest of these."""
+    return (length - lax.broadcasted_iota(jnp.int32, (1, length, 1), 1)).astype(jnp.float32)
+
+
 def _max_over_positions_fwd(length, z):
     # The first maximal position, as a float max-reduction (XLA:CPU vectorises it; argmax's
-    # two-operand reduction runs an order of magnitude slower): max of (L - position) where z is maximal.
+    # two-operand reduction runs an order of magnitude slower).
     m = jnp.max(z, axis=1)
-    countdown = (length - lax.broadcasted_iota(jnp.int32, (1, length, 1), 1)).astype(jnp.float32)
-    first = jnp.max(jnp.where(z == m[:, None, :], countdown, 0.0), axis=1)  # L - argmax, [N, n]
+    first = jnp.max(jnp.where(z == m[:, None, :], _countdown(length), 0.0), axis=1)  # L - argmax, [N, n]
     return m, first
 
 
 def _max_over_positions_bwd(length, first, g):
-    countdown = (length - lax.broadcasted_iota(jnp.int32, (1, length, 1), 1)).astype(jnp.float32)
-    return (jnp.where(countdown == first[:, None, :], g[:, None, :], jnp.zeros((), g.dtype)),)
+    return (jnp.where(_countdown(length) == first[:, None, :], g[:, None, :], jnp.zeros((), g.dtype)),)
 
 
 _max_over_positions.defvjp(_max_over_positions_fwd, _max_over_positions_bwd)
