@@ -56,17 +56,14 @@ Batches: real text (the built-in corpus through `Batcher`, so words repeat as in
 has ~5.8k distinct words, fewer than a 1B-word corpus, so U is on the low side), targets
 replaced by uniform random ids over the shape's vocabulary so the softmax has its real size.
 
-`--remat on|off` sets TrainConfig.remat (with the LSTM's fused backward, the library's default
-now, it no longer changes the LSTM). `--hoist on|off`: precompute x @ W_x for all steps outside the LSTM scan. TrainConfig has no
-switch for it yet: unless TrainConfig grows a `hoist_input` field (then it is set there), this
-script builds the train step with `LSTMStack.hoist_input` defaulting to the requested value
-(patched in `elmo_jax.modules.language_model` while the step is built and traced).
+`--remat on|off` sets TrainConfig.remat; it only changes the LSTM together with
+`--set fused_backward=false` (the fused backward, the default, saves the carried states and
+recomputes the gates itself). `--hoist on|off` sets TrainConfig.hoist_input: x @ W_x for all steps
+outside the LSTM scan.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import gc
 import json
 import os
@@ -127,33 +124,6 @@ def shape_config(name: str, overrides: list[str]):
     data.update(train)
     cfg = TrainConfig.from_dict(apply_overrides(data, overrides, base), source=base)
     return cfg.replace(model=cfg.model.for_training()), vocab, ref
-
-
-def config_has(field: str) -> bool:
-    from elmo_jax.config import TrainConfig
-
-    return field in {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-@contextlib.contextmanager
-def lstm_hoist(hoist: bool):
-    """Without a TrainConfig switch: build the training LanguageModel's LSTMStack with
-    `hoist_input=hoist` (the library default is off). Active while init/trace/compile run."""
-    import elmo_jax.modules.language_model as lm_mod
-
-    original = lm_mod.LSTMStack
-    if not hoist:
-        yield
-        return
-
-    class HoistedLSTMStack(original):
-        hoist_input: bool = True
-
-    lm_mod.LSTMStack = HoistedLSTMStack
-    try:
-        yield
-    finally:
-        lm_mod.LSTMStack = original
 
 
 # ------------------------------------------------------------------------------- FLOPs
@@ -285,9 +255,11 @@ def shape_batch(cfg, vocab_size: int, seed: int) -> tuple:
     return batcher, raw
 
 
-def compiled_step(cfg, vocab_size: int, local: dict, mesh, seed: int, n_negative_sets: int) -> tuple:
+def compiled_step(cfg, vocab_size: int, local: dict, mesh, seed: int, n_negative_sets: int,
+                  compiler_options: dict | None = None) -> tuple:
     """(compiled train step, fresh state, global batch, `n_negative_sets` negative sets on device,
-    compile seconds): the step compiled as the training loop does (explicit shardings, state donated)."""
+    compile seconds): the step compiled as the training loop does (explicit shardings, state donated);
+    `compiler_options` are XLA options for this executable alone (e.g. {"xla_cpu_...": value})."""
     import jax
 
     from elmo_jax import sharding as shd
@@ -305,12 +277,12 @@ def compiled_step(cfg, vocab_size: int, local: dict, mesh, seed: int, n_negative
     for i in range(n_negative_sets):
         negs = draw_negatives(sampler, seed, i)
         negatives.append(None if negs is None else jax.device_put(negs, shd.replicated(mesh)))
-    gbatch = shd.global_batch(local, mesh)
+    gbatch = shd.global_batch(local, mesh, shd.LM_BATCH_ROW_AXIS)
     step = jax.jit(make_train_step(cfg, vocab_size), donate_argnums=0,
                    in_shardings=(state_sh, None, shd.replicated(mesh)),
                    out_shardings=(state_sh, shd.replicated(mesh)))
     t0 = time.perf_counter()
-    compiled = step.lower(state, gbatch, negatives[0]).compile()
+    compiled = step.lower(state, gbatch, negatives[0]).compile(compiler_options=compiler_options or None)
     return compiled, state, gbatch, negatives, time.perf_counter() - t0
 
 
@@ -326,10 +298,7 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
     rows = (rows_per_device * n_dev) if rows_per_device else cfg.batch_size
     platform = jax.devices()[0].platform
     own_batch = rows == cfg.batch_size and platform == "cpu"  # bilm-tf's figure is for this case
-    cfg = cfg.replace(batch_size=rows, remat=remat, precision=precision)
-    hoist_via_config = config_has("hoist_input")
-    if hoist_via_config:
-        cfg = cfg.replace(hoist_input=hoist)
+    cfg = cfg.replace(batch_size=rows, remat=remat, precision=precision, hoist_input=hoist)
     if shape == "original" and platform == "cpu":
         steps = 1  # minutes per step on a CPU
     t, opts = cfg.unroll_steps, cfg.model
@@ -349,10 +318,8 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
     flops = step_flops(opts, n_words, char_len, rows, t, cfg.n_negative_samples, vocab_size)
 
     mesh = shd.make_mesh()
-    ctx = contextlib.nullcontext() if hoist_via_config else lstm_hoist(hoist)
-    with ctx:
-        # negatives drawn before timing (the loop draws them in its prefetch thread)
-        compiled, state, gbatch, negatives, compile_s = compiled_step(cfg, vocab_size, local, mesh, seed, steps + 1)
+    # negatives drawn before timing (the loop draws them in its prefetch thread)
+    compiled, state, gbatch, negatives, compile_s = compiled_step(cfg, vocab_size, local, mesh, seed, steps + 1)
     mem = {}
     try:
         ma = compiled.memory_analysis()
@@ -384,7 +351,7 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
     softmax = f"sampled {cfg.n_negative_samples}/{vocab_size}" if cfg.n_negative_samples else f"full {vocab_size}"
     return {
         "shape": shape, "rows_per_device": rows // n_dev, "rows": rows, "unroll": t, "own_batch": own_batch,
-        "hoist": hoist, "hoist_via": "config" if hoist_via_config else "patched LSTMStack",
+        "hoist": hoist, "hoist_via": "config", "fused_backward": cfg.fused_backward,
         "remat": remat, "precision": precision, "softmax": softmax, "vocab_size": vocab_size,
         "distinct_words": n_words, "word_rows_padded": n_rows_padded, "char_len": char_len,
         "steps": steps, "compile_s": compile_s, "warmup_step_s": warm_s, "step_s": med,
@@ -475,10 +442,10 @@ def main() -> None:
             what = "bfloat16" if (dev.platform != "cpu" and prec == "bfloat16") else "float32"
             note = f"; MFU uses the given peak {peak_given / 1e9:,.0f} GFLOP/s" if peak_given else "; MFU uses it"
             print(f"peak ({prec} runs): measured {what} matmul {measured / 1e9:,.0f} GFLOP/s{note}", flush=True)
-        hv = "TrainConfig.hoist_input" if config_has("hoist_input") else \
-            "no TrainConfig switch: LSTMStack.hoist_input patched in this script"
-        print(f"hoist: {hv}. FLOPs: matmuls/convs only, backward = 2 x forward, no remat recompute; "
-              f"U = distinct words in the batch (/ padded rows computed), C = cut char axis.", flush=True)
+        print("hoist: TrainConfig.hoist_input; LSTM backward: TrainConfig.fused_backward (on unless --set "
+              "fused_backward=false; remat only matters with it off). FLOPs: matmuls/convs only, backward = "
+              "2 x forward, no recompute; "
+              "U = distinct words in the batch (/ padded rows computed), C = cut char axis.", flush=True)
         print("bilm-tf: tokens/s measured by us with bilm-tf on this project's 2-core CPU at the shape's own "
               "batch; ratio = ours / bilm-tf ('~': other batch size or device, not like for like)", flush=True)
         print(HEADER, flush=True)

@@ -4,7 +4,8 @@
         --variant default= --variant fused=fused_backward=true,remat=false [--variant ...]
 
 Each `--variant NAME=KEY=VALUE,KEY=VALUE` is a set of TrainConfig overrides (empty: the shape as
-it is). Every variant is compiled first, then the variants take turns, one step each, `--steps`
+it is); a key starting with `xla_` is an XLA compiler option for that variant alone, e.g.
+`--variant eigen=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INVALID`. Every variant is compiled first, then the variants take turns, one step each, `--steps`
 rounds: a slow minute of a shared machine then hits every variant alike. Separate runs of
 `benchmarks/train.py` differ by about +-10% on the 2-core CPU, so two variants closer than that
 cannot be told apart there; interleaved, an A/A pair (the same variant twice) differed by ~5%,
@@ -25,12 +26,15 @@ import train as bench  # noqa: E402  (benchmarks/train.py: shapes, corpus batche
 
 
 def build(shape: str, overrides: list[str], mesh, n_negative_sets: int = 4) -> dict:
-    """One variant: its compiled step, state, batch and negatives (benchmarks/train.py's set-up)."""
-    cfg, vocab_size, _ = bench.shape_config(shape, overrides)
+    """One variant: its compiled step, state, batch and negatives (benchmarks/train.py's set-up).
+    Overrides whose key starts with `xla_` are XLA compiler options of this variant's executable."""
+    xla = {k: {"true": True, "false": False}.get(v, v)
+           for k, v in (o.split("=", 1) for o in overrides if o.startswith("xla_"))}
+    cfg, vocab_size, _ = bench.shape_config(shape, [o for o in overrides if not o.startswith("xla_")])
     batcher, raw = bench.shape_batch(cfg, vocab_size, seed=0)
     local = bench.step_input_fn(batcher, max(w for w, _ in cfg.model.filters), cfg.batch_size)(raw)
     compiled, state, batch, negatives, compile_s = bench.compiled_step(cfg, vocab_size, local, mesh, 0,
-                                                                       n_negative_sets)
+                                                                       n_negative_sets, xla)
     for i in range(2):  # warm-up
         state, m = compiled(state, batch, negatives[i % n_negative_sets])
         float(m["loss"])
@@ -50,7 +54,13 @@ def main() -> None:
         name, _, sets = spec.partition("=")
         if not name:
             raise SystemExit(f"--variant {spec!r}: expected NAME=key=value,...")
-        variants.append((name, [s for s in sets.split(",") if s]))
+        overrides: list[str] = []
+        for item in (s for s in sets.split(",") if s):
+            if "=" in item or not overrides:
+                overrides.append(item)
+            else:  # a comma inside a value (xla_...=A,B)
+                overrides[-1] += "," + item
+        variants.append((name, overrides))
     if len(variants) < 2:
         raise SystemExit("give at least two --variant (e.g. the same one twice for an A/A baseline)")
 

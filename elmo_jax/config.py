@@ -56,9 +56,9 @@ class TrainConfig(ConfigBase):
     eval_batches: int = 50  # at most this many heldout batches per validation
     precision: Literal["float32", "bfloat16"] = "float32"  # compute; params and optimizer stay float32
     seed: int = 0
-    remat: bool = True  # rematerialise the LSTM scan body in the backward pass
+    remat: bool = True  # rematerialise the LSTM scan body in the backward pass (autodiff path only)
     hoist_input: bool = False  # LSTM input matmul for all steps at once (GPUs prefer it; slower on CPU)
-    fused_backward: bool = False  # hand-written LSTM backward pass (weight gradients as one matmul each)
+    fused_backward: bool = True  # hand-written LSTM backward pass (weight gradients as one matmul each)
     shard_softmax: Literal["auto", "true", "false"] = "auto"  # shard the softmax rows over devices
     init_from: Optional[str] = None  # fine-tune: a run dir (restart.py), an export dir or a model name (original, URL)
     init_optimizer_state: bool = True  # init_from a run dir: continue its optimizer state (false: a fresh one)

@@ -66,7 +66,7 @@ class LanguageModel(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = True
     hoist_input: bool = False
-    fused_backward: bool = False
+    fused_backward: bool = True
     freeze_word_vectors: bool = False
 
     def setup(self):
