@@ -45,7 +45,7 @@ def _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, pr
                   save, remat=False):
     """The recurrence; with `save`, also the per-step residuals the fused backward needs:
     h_prev [T, Dn, B, P] and c_prev [T, Dn, B, H] (carried state entering each step), h_raw
-    [T, Dn, B, P] (projection before its clip)."""
+    [T, Dn, B, P] (projection before its clip) and the gates z [T, Dn, B, 4H] (bias included)."""
     n_in = xs.shape[-1]
     w_h = kernel[:, n_in:]
     bias_b = bias[:, None, :]  # [Dn, 1, 4H]
@@ -67,7 +67,7 @@ def _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, pr
         h_new = jnp.where(k, h, h_prev)
         c_new = jnp.where(k, c, c_prev)
         out = jnp.where(k, h, jnp.zeros_like(h))
-        return (h_new, c_new), ((out, h_prev, c_prev, h_raw) if save else out)
+        return (h_new, c_new), ((out, h_prev, c_prev, h_raw, z) if save else out)
 
     if remat:
         step = jax.checkpoint(step)
@@ -83,9 +83,9 @@ def _lstmp_fused(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, pre
 
 
 def _lstmp_fused_fwd(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll):
-    (h_t, c_t), (outputs, h_prev, c_prev, h_raw) = _forward_scan(
+    (h_t, c_t), (outputs, h_prev, c_prev, h_raw, z) = _forward_scan(
         kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll, save=True)
-    return (outputs, (h_t, c_t)), (kernel, bias, proj, xs, keep, h_prev, c_prev, h_raw)
+    return (outputs, (h_t, c_t)), (kernel, proj, xs, keep, h_prev, c_prev, h_raw, z)
 
 
 def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, residuals, cotangents):
@@ -94,8 +94,8 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
     Plain autodiff of a scan accumulates dW in the loop carry (T small [K, B] x [B, 4H] products
     and a [K, 4H] read-modify-write per step); here the loop only carries (dh, dc) and writes the
     gate gradients dz; dW = [x; h_prev]^T dz, db = sum dz and the input gradient dx = dz W_x^T are
-    then single large matmuls (what cuDNN does). The gates are recomputed from the saved carried
-    states with one large matmul too, so nothing [T, Dn, B, 4H] is saved by the forward pass.
+    then single large matmuls (what cuDNN does). The forward pass saves the gates z (recomputing
+    them as one large matmul instead was slower on the 2-core CPU).
 
     Layout: the large arrays are [Dn, B, T, .], so that every large matmul is a plain batched
     matmul over Dn with (B, T) merged into one contiguous axis (B major: where B is sharded over
@@ -103,7 +103,7 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
     writes them in place at [:, :, t]. Time-major operands made XLA:CPU insert transposes and ran the same
     matmuls 1.3-3x slower. The per-step matmuls use pre-transposed weights (no transposed operand
     inside the loop)."""
-    kernel, bias, proj, xs, keep, h_prev, c_prev, h_raw = residuals
+    kernel, proj, xs, keep, h_prev, c_prev, h_raw, z_all = residuals
     d_out, (d_ht, d_ct) = cotangents
     n_t, n_d, n_b, n_in = xs.shape
     n_g = kernel.shape[-1]
@@ -114,16 +114,13 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
         return a.reshape(n_d, n, a.shape[-1])
 
     xh = rows(jnp.transpose(jnp.concatenate([xs, h_prev], axis=-1), (1, 2, 0, 3)))  # [Dn, N, I + P]
-    z_all = jnp.einsum("dnk,dkg->dng", xh, kernel, precision=precision).reshape(n_d, n_b, n_t, n_g)
-    bias_b = bias[:, None, :]  # added per step: a separate pass over z_all costs more
     w_h_t = jnp.swapaxes(kernel[:, n_in:], 1, 2)  # [Dn, 4H, P]
     proj_t = None if proj is None else jnp.swapaxes(proj, 1, 2)  # [Dn, P, H]
     n_p = h_prev.shape[-1]
 
     def step(carry, inputs):
         dh_new, dc_new, dz_buf, m_buf, dhr_buf = carry
-        t, cp, hr, dout, k = inputs
-        z = lax.dynamic_index_in_dim(z_all, t, axis=2, keepdims=False) + bias_b  # [Dn, B, 4H]
+        t, z, cp, hr, dout, k = inputs
         k = k[None, :, None]
         dh = jnp.where(k, dh_new + dout, 0.0)
         dc = jnp.where(k, dc_new, 0.0)
@@ -155,7 +152,7 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
     bufs = (jnp.zeros((n_d, n_b, n_t, n_g), dtype), jnp.zeros((n_d, n_b, n_t, n_h), dtype),
             jnp.zeros((n_d, n_b, n_t, n_p), dtype))
     (dh0, dc0, dz, m, dh_raw), _ = lax.scan(
-        step, (d_ht, d_ct) + bufs, (jnp.arange(n_t), c_prev, h_raw, d_out, keep), reverse=True, unroll=unroll)
+        step, (d_ht, d_ct) + bufs, (jnp.arange(n_t), z_all, c_prev, h_raw, d_out, keep), reverse=True, unroll=unroll)
     dz = rows(dz)
     d_kernel = jnp.einsum("dkn,dng->dkg", jnp.swapaxes(xh, 1, 2), dz, precision=precision)
     d_bias = jnp.sum(dz, axis=1)
@@ -193,10 +190,10 @@ def lstmp_layer_scan(
 
     Gradients: with `fused_backward` (training's default) a hand-written backward pass computes
     the weight and input gradients as single large matmuls after a reverse scan that only carries
-    (dh, dc) (`_lstmp_fused_bwd`); it saves the carried states (not the gates), so it also needs no
-    `remat`. On the 2-core CPU, in one process with steps interleaved, the train step was 7-15%
-    faster with it at bilm-tf's mid shape and the same (+-2%) at the small one. Without it JAX
-    differentiates the scan (then `remat` rematerialises the forward pass)."""
+    (dh, dc) (`_lstmp_fused_bwd`); it saves the gates and carried states, so it needs no `remat`.
+    On the 2-core CPU, in one process with steps interleaved, the train step was 13-15% faster
+    with it at bilm-tf's mid shape and 2-7% at the small one. Without it JAX differentiates the
+    scan (then `remat` rematerialises the forward pass)."""
     dtype = xs.dtype
     kernel = kernel.astype(dtype)
     bias = bias.astype(dtype)
