@@ -64,7 +64,7 @@ def build(shape: str):
 
     from elmo_jax.chars import batch_to_ids
     from elmo_jax.modules import BiLM
-    from elmo_jax.options import ModelOptions, original_options, small_options
+    from elmo_jax.options import original_options, small_options
     from elmo_jax.weights import load_model
 
     if shape == "fixture":

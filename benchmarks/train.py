@@ -20,9 +20,10 @@ One table line per (shape, rows, hoist, remat, precision) combination:
   `memory_stats()['peak_bytes_in_use']` (a process-wide high-water mark: combinations run in
   increasing size so it is about this line's peak; `--isolate` runs each line in a fresh
   process for an exact one).
-* bilm-tf's figure on this 2-core CPU (measured by us with bilm-tf at the shape's own batch:
-  small 64 x 20: 253 tokens/s, mid 32 x 20: 957 tokens/s) and our/bilm-tf ratio. The ratio is
-  only like for like on that CPU at the shape's own batch (other rows are marked `~`).
+* bilm-tf's figure quoted in issue 9 for the 2-core CPU (small 64 x 20: 253 tokens/s, mid
+  32 x 20: 957 tokens/s) and our/quoted ratio. It is NOT a like-for-like ratio: the same bilm-tf
+  recipe ran at 532-562 (small) and 1,814-1,930 tokens/s (mid) on that CPU on another day. For
+  a ratio measured side by side, in alternation, run `benchmarks/vs_bilmtf.py`.
 
 FLOPs counted per train step (multiply-add = 2 FLOPs; matmuls and convolutions only: no
 elementwise ops, gathers, the optimizer update, the in-step negative sampler, or any
@@ -85,7 +86,7 @@ SMALL_MODEL = {"lstm": {"dim": 1024, "projection_dim": 128, "n_layers": 2, "use_
 MID_MODEL = {"lstm": {"dim": 512, "projection_dim": 128, "n_layers": 2, "use_skip_connections": True},
              "char_cnn": {"filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "n_highway": 1}}
 
-# name -> (base config, model overrides, train overrides, vocab size, bilm-tf tokens/s on our CPU)
+# name -> (base config, model overrides, train overrides, vocab size, bilm-tf tokens/s quoted in issue 9)
 SHAPES = {
     "small": ("small.json", SMALL_MODEL, {"batch_size": 64, "unroll_steps": 20, "n_negative_samples": 4096},
               40_000, 253.0),
@@ -446,8 +447,8 @@ def main() -> None:
               "fused_backward=false; remat only matters with it off). FLOPs: matmuls/convs only, backward = "
               "2 x forward, no recompute; "
               "U = distinct words in the batch (/ padded rows computed), C = cut char axis.", flush=True)
-        print("bilm-tf: tokens/s measured by us with bilm-tf on this project's 2-core CPU at the shape's own "
-              "batch; ratio = ours / bilm-tf ('~': other batch size or device, not like for like)", flush=True)
+        print("bilm-tf: tokens/s quoted in issue 9 for the 2-core CPU, another day; ratio = ours / that ('~': "
+              "other batch size or device). Side by side on this machine: benchmarks/vs_bilmtf.py", flush=True)
         print(HEADER, flush=True)
 
     results = []

@@ -97,12 +97,11 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
     then single large matmuls (what cuDNN does). The forward pass saves the gates z (recomputing
     them as one large matmul instead was slower on the 2-core CPU).
 
-    Layout: the large arrays are [Dn, B, T, .], so that every large matmul is a plain batched
-    matmul over Dn with (B, T) merged into one contiguous axis (B major: where B is sharded over
-    devices each device's rows stay one block, so XLA need not reshard); the loop reads and
-    writes them in place at [:, :, t]. Time-major operands made XLA:CPU insert transposes and ran the same
-    matmuls 1.3-3x slower. The per-step matmuls use pre-transposed weights (no transposed operand
-    inside the loop)."""
+    Layout: the arrays the loop writes (dz, m, dh) are [Dn, B, T, .], written in place at
+    [:, :, t], so that every large matmul is a plain batched matmul over Dn with (B, T) merged
+    into one contiguous axis. B is major: where B is sharded over devices, each device's rows stay
+    one block and XLA need not reshard. Time-major operands made XLA:CPU insert transposes and
+    run the same matmuls 1.3-3x slower. The per-step matmuls use pre-transposed weights."""
     kernel, proj, xs, keep, h_prev, c_prev, h_raw, z_all = residuals
     d_out, (d_ht, d_ct) = cotangents
     n_t, n_d, n_b, n_in = xs.shape
