@@ -22,7 +22,7 @@ One table line per (shape, rows, hoist, remat, precision) combination:
   process for an exact one).
 * bilm-tf's figure quoted in issue 9 for the 2-core CPU (small 64 x 20: 253 tokens/s, mid
   32 x 20: 957 tokens/s) and our/quoted ratio. It is NOT a like-for-like ratio: the same bilm-tf
-  recipe ran at 532-562 (small) and 1,814-1,930 tokens/s (mid) on that CPU on another day. For
+  recipe ran at 532-572 (small) and 1,814-2,256 tokens/s (mid) on that CPU on another day. For
   a ratio measured side by side, in alternation, run `benchmarks/vs_bilmtf.py`.
 
 FLOPs counted per train step (multiply-add = 2 FLOPs; matmuls and convolutions only: no
@@ -58,8 +58,8 @@ has ~5.8k distinct words, fewer than a 1B-word corpus, so U is on the low side),
 replaced by uniform random ids over the shape's vocabulary so the softmax has its real size.
 
 `--remat on|off` sets TrainConfig.remat; it only changes the LSTM together with
-`--set fused_backward=false` (the fused backward, the default, saves the carried states and
-recomputes the gates itself). `--hoist on|off` sets TrainConfig.hoist_input: x @ W_x for all steps
+`--set fused_backward=false` (the fused backward, the default, saves the gates and carried
+states itself). `--hoist on|off` sets TrainConfig.hoist_input: x @ W_x for all steps
 outside the LSTM scan.
 """
 from __future__ import annotations

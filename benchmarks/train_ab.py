@@ -1,12 +1,13 @@
 """Compare train-step variants in ONE process, their steps interleaved (prints numbers; not a test).
 
     python benchmarks/train_ab.py --shape mid --steps 30 \
-        --variant default= --variant fused=fused_backward=true,remat=false [--variant ...]
+        --variant default= --variant autodiff=fused_backward=false [--variant ...]
 
 Each `--variant NAME=KEY=VALUE,KEY=VALUE` is a set of TrainConfig overrides (empty: the shape as
 it is); a key starting with `xla_` is an XLA compiler option for that variant alone, e.g.
-`--variant eigen=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INVALID`. Every variant is compiled first, then the variants take turns, one step each, `--steps`
-rounds: a slow minute of a shared machine then hits every variant alike. Separate runs of
+`--variant eigen=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INVALID`. Every
+variant is compiled first, then the variants take turns, one step each, `--steps` rounds: a
+slow minute of a shared machine then hits every variant alike. Separate runs of
 `benchmarks/train.py` differ by about +-10% on the 2-core CPU, so two variants closer than that
 cannot be told apart there; interleaved, an A/A pair (the same variant twice) differed by ~5%,
 which is the resolution to expect. Prints each variant's median step, tokens/s, its ratio to the

@@ -8,7 +8,7 @@ through `tf.compat.v1` in its own virtualenv (`../shared/tools/bilm-tf/`); this 
 imports TensorFlow. The two alternate, one shape at a time, for `--rounds` rounds, so that a
 slow minute of a shared machine hits both: quoting another day's bilm-tf figure is not like for
 like (on the 2-core CPU the same bilm-tf recipe measured 861-957 tokens/s at mid one day and
-1,830-1,930 another).
+1,814-2,256 another).
 
 Both train the shape of `benchmarks/train.py` (model, batch, unroll, sampled negatives, Adagrad,
 clipping, dropout) on the built-in corpus with a 40,000-word vocabulary (the corpus's words, then
@@ -104,6 +104,12 @@ def write_corpus(work: str) -> tuple[str, str]:
     return os.path.join(work, "train", "*.txt"), out
 
 
+def failed(what: str, proc: subprocess.CompletedProcess) -> None:
+    """Stop with one line: what failed, its exit status and the last lines it printed."""
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    raise SystemExit(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))
+
+
 def run_bilmtf(python: str, shim: str, src: str, child: str, options: dict, train_glob: str, vocab: str,
                work: str) -> float:
     """bilm-tf's median step seconds for `options` (a fresh process, a fresh save directory)."""
@@ -118,8 +124,7 @@ def run_bilmtf(python: str, shim: str, src: str, child: str, options: dict, trai
     for line in proc.stdout.splitlines():
         if line.startswith("BILMTF_STEP_S "):
             return json.loads(line.split(" ", 1)[1])["median"]
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    raise SystemExit(f"bilm-tf run failed (exit {proc.returncode}): " + " | ".join(tail))
+    failed("bilm-tf run", proc)
 
 
 def run_elmo_jax(shape: str, steps: int, work: str) -> float:
@@ -130,8 +135,7 @@ def run_elmo_jax(shape: str, steps: int, work: str) -> float:
     proc = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--shapes", shape, "--steps", str(steps),
                            "--no-data", "--jsonl", out], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode or not os.path.exists(out):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise SystemExit(f"benchmarks/train.py failed (exit {proc.returncode}): " + " | ".join(tail))
+        failed("benchmarks/train.py", proc)
     with open(out, encoding="utf-8") as fh:
         return json.loads(fh.readline())["step_s"]
 
