@@ -59,6 +59,8 @@ class TrainConfig(ConfigBase):
     remat: bool = True  # rematerialise the LSTM scan body in the backward pass (autodiff path only)
     hoist_input: bool = False  # LSTM input matmul for all steps at once (GPUs prefer it; slower on CPU)
     fused_backward: bool = True  # hand-written LSTM backward pass (weight gradients as one matmul each)
+    char_cnn_scan_rows: Optional[int] = None  # char-CNN rows per device per scan step; 0: one convolution
+    #   per width; None: 16 on a CPU (2x faster there), 0 on an accelerator (modules/char_cnn.py)
     shard_softmax: Literal["auto", "true", "false"] = "auto"  # shard the softmax rows over devices
     init_from: Optional[str] = None  # fine-tune: a run dir (restart.py), an export dir or a model name (original, URL)
     init_optimizer_state: bool = True  # init_from a run dir: continue its optimizer state (false: a fresh one)
@@ -74,7 +76,7 @@ class TrainConfig(ConfigBase):
         self.check_ranges(
             source, positive=("batch_size", "unroll_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                               "eval_batches", "max_steps"),
-            non_negative=("n_negative_samples", "eval_every", "seed"), probability=("dropout",),
+            non_negative=("n_negative_samples", "eval_every", "seed", "char_cnn_scan_rows"), probability=("dropout",),
             positive_number=("learning_rate", "n_epochs"), at_least_zero=("clip_norm", "initial_accumulator"))
         self.model.validate(source)
         if not self.tokenize:

@@ -317,11 +317,13 @@ def test_fused_lstm_backward_equals_autodiff(proj: bool, clips: tuple, hoist: bo
         np.testing.assert_allclose(np.asarray(g), np.asarray(want), rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
 
 
-def test_char_cnn_max_pool_gradient_equals_autodiff_with_ties() -> None:
+@pytest.mark.parametrize("scan_rows", [0, 3])
+def test_char_cnn_max_pool_gradient_equals_autodiff_with_ties(scan_rows: int) -> None:
     """The char-CNN's max over positions sends its gradient to one maximal position
-    (`char_cnn._max_over_positions`) where autodiff of `jnp.max` splits it over ties. The char
-    embedding's and the kernels' gradients are the same: ties come from identical windows (trailing
-    padding, repeated letters), which these words have plenty of."""
+    (`char_cnn._max_over_positions`; the scanned blocks' custom backward pass, `scan_rows` 3: three
+    blocks of 3 rows, the last one padded) where autodiff of `jnp.max` over one convolution splits
+    it over ties. The char embedding's and the kernels' gradients are the same: ties come from
+    identical windows (trailing padding, repeated letters), which these words have plenty of."""
     from elmo_jax.chars import token_to_char_ids
     from elmo_jax.modules import char_cnn
     from elmo_jax.modules.char_cnn import CharCNN
@@ -330,20 +332,24 @@ def test_char_cnn_max_pool_gradient_equals_autodiff_with_ties() -> None:
                                max_characters_per_token=16)
     words = ["a", "aaaa", "little", "bookkeeper", "Mississippi", "zz", "!", "ll"]
     ids = jnp.asarray(np.stack([token_to_char_ids(w, 16, shift=False) for w in words]), jnp.int32)
-    model = CharCNN(opts, precision="highest")
+    model = CharCNN(opts, precision="highest", scan_rows=scan_rows)
+    one_conv = CharCNN(opts, precision="highest", scan_rows=0)
     params = model.init(jax.random.key(0), ids, shifted=False)["params"]
     weights = jnp.asarray(np.random.default_rng(0).normal(size=(len(words), opts.n_filters)), jnp.float32)
 
-    def loss(p):
-        return jnp.sum(model.apply({"params": p}, ids, shifted=False) * weights)
+    def loss(p, m=model):
+        return jnp.sum(m.apply({"params": p}, ids, shifted=False) * weights)
 
     ours = jax.grad(loss)(params)
     original = char_cnn.max_over_positions
     char_cnn.max_over_positions = lambda z: jnp.max(z, axis=1)
     try:
-        plain = jax.grad(loss)(params)
+        plain = jax.grad(functools.partial(loss, m=one_conv))(params)
+        plain_out = one_conv.apply({"params": params}, ids, shifted=False)
     finally:
         char_cnn.max_over_positions = original
+    np.testing.assert_allclose(np.asarray(model.apply({"params": params}, ids, shifted=False)),
+                               np.asarray(plain_out), rtol=1e-6, atol=1e-6)
     z = np.asarray(jax.lax.conv_general_dilated(
         jnp.take(params["char_embed"], ids, axis=0), params["W_cnn_0"], (1,), "VALID",
         dimension_numbers=("NWC", "WIO", "NWC")))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -69,6 +69,128 @@ def max_over_positions(z: jax.Array) -> jax.Array:
     return _max_over_positions(z.shape[1], z)
 
 
+#: Distinct-word rows per device per scan step of `pooled_convolutions` in training on a CPU
+#: (`TrainConfig.char_cnn_scan_rows` None). bilm-tf's small shape, 768 rows, 2-core CPU: the
+#: char-CNN's forward + backward 510 ms as one convolution per width, 250 ms in 48 scan steps of
+#: 16 rows; the whole train step 1,390 -> 1,128 ms (interleaved); mid shape (widths up to 5) about
+#: equal. Inference keeps one convolution: forward only, it gained nothing and compiled slower.
+CPU_SCAN_ROWS = 16
+
+
+def resolve_scan_rows(scan_rows: Optional[int]) -> int:
+    """`scan_rows` None -> `CPU_SCAN_ROWS` on a CPU backend, 0 (one convolution per width) elsewhere."""
+    if scan_rows is None:
+        return CPU_SCAN_ROWS if jax.default_backend() == "cpu" else 0
+    if scan_rows < 0:
+        raise ValueError(f"scan_rows must be >= 0 (0: one convolution per filter width), got {scan_rows}")
+    return scan_rows
+
+
+def _windows(x: jax.Array, width: int) -> jax.Array:
+    """x [n, C, D] -> every window of `width` chars flattened, [n, C - width + 1, width * D]."""
+    length = x.shape[1] - width + 1
+    if width == 1:
+        return x
+    return jnp.concatenate([x[:, k:k + length, :] for k in range(width)], axis=-1)
+
+
+def _to_steps(a: jax.Array, steps: int) -> jax.Array:
+    """[N, ...] -> [steps, N / steps, ...] with row i at (i % steps, i // steps): a split of N over
+    devices stays a split of the second axis, so each device scans its own rows."""
+    return a.reshape(a.shape[0] // steps, steps, *a.shape[1:]).swapaxes(0, 1)
+
+
+def _from_steps(a: jax.Array) -> jax.Array:
+    """Inverse of `_to_steps`."""
+    return a.swapaxes(0, 1).reshape(a.shape[0] * a.shape[1], *a.shape[2:])
+
+
+def _conv_max(x, kernels, precision, with_first):
+    """One block of rows: x [n, C, D] -> per kernel [w, D, k]: max over positions [n, k] (and the
+    first maximal position as L - position, float, when `with_first`)."""
+    maxima, firsts = [], []
+    for kernel in kernels:
+        width, dim, count = kernel.shape
+        z = jnp.dot(_windows(x, width), kernel.reshape(width * dim, count), precision=precision)  # [n, L, k]
+        m = jnp.max(z, axis=1)
+        maxima.append(m)
+        if with_first:
+            firsts.append(jnp.max(jnp.where(z == m[:, None, :], _countdown(z.shape[1]), 0.0), axis=1))
+    return tuple(maxima), tuple(firsts)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _pooled(steps: int, precision: Any, x: jax.Array, kernels: tuple) -> tuple:
+    def body(_, block):
+        return None, _conv_max(block, kernels, precision, False)[0]
+    return tuple(_from_steps(m) for m in lax.scan(body, None, _to_steps(x, steps))[1])
+
+
+def _pooled_fwd(steps, precision, x, kernels):
+    def body(_, block):
+        return None, _conv_max(block, kernels, precision, True)
+    maxima, firsts = lax.scan(body, None, _to_steps(x, steps))[1]
+    return tuple(_from_steps(m) for m in maxima), (x, kernels, firsts)
+
+
+def _pooled_bwd(steps, precision, res, grads):
+    x, kernels, firsts = res
+    chars = x.shape[1]
+
+    def body(dkernels, block):
+        xb, fb, gb = block
+        dx = jnp.zeros(xb.shape, jnp.float32)
+        out = []
+        for kernel, dk, first, g in zip(kernels, dkernels, fb, gb):
+            width, dim, count = kernel.shape
+            windows = _windows(xb, width)
+            length = windows.shape[1]
+            # max-pool's gradient: g at the first maximal position, 0 elsewhere, [n, L, k]
+            dz = jnp.where(_countdown(length) == first[:, None, :], g[:, None, :], jnp.zeros((), g.dtype))
+            out.append(dk + jnp.einsum("nlj,nlk->jk", windows, dz, precision=precision,
+                                       preferred_element_type=jnp.float32).reshape(dk.shape))
+            dwin = jnp.einsum("nlk,jk->nlj", dz, kernel.reshape(width * dim, count), precision=precision,
+                              preferred_element_type=jnp.float32)  # [n, L, w D]
+            for k in range(width):  # each window slot back to its chars
+                dx = dx + jnp.pad(dwin[:, :, k * dim:(k + 1) * dim], ((0, 0), (k, chars - length - k), (0, 0)))
+        return tuple(out), dx
+
+    zeros = tuple(jnp.zeros(k.shape, jnp.float32) for k in kernels)
+    blocks = (_to_steps(x, steps), firsts, tuple(_to_steps(g, steps) for g in grads))
+    dkernels, dx = lax.scan(body, zeros, blocks)
+    return _from_steps(dx).astype(x.dtype), tuple(d.astype(k.dtype) for d, k in zip(dkernels, kernels))
+
+
+_pooled.defvjp(_pooled_fwd, _pooled_bwd)
+
+
+def pooled_convolutions(x: jax.Array, kernels: Sequence[jax.Array], scan_rows: int,
+                        precision: Any = None) -> tuple[jax.Array, ...]:
+    """'valid' 1-D convolutions of x [N, C, D] with each kernel [w, D, k], max over positions:
+    one [N, k] per kernel (no bias or activation: both commute with the max).
+
+    `scan_rows` 0: one `lax.conv_general_dilated` per kernel (what accelerators prefer). Otherwise
+    a `lax.scan` over blocks of `scan_rows` x `jax.device_count()` rows, each block's convolutions
+    one matmul over its windows: the [rows, L, k] activations then stay block-sized (on a CPU the
+    full-size ones are written and read back at memory speed, twice as slow in all), and a custom
+    backward pass rebuilds each block's windows instead of storing them. Both give the gradient
+    to one maximal position (see `_max_over_positions`). Rows are padded to whole blocks where
+    they do not fill them."""
+    if not scan_rows:
+        return tuple(max_over_positions(lax.conv_general_dilated(
+            x, kernel, window_strides=(1,), padding="VALID", dimension_numbers=("NWC", "WIO", "NWC"),
+            precision=precision)) for kernel in kernels)
+    rows = x.shape[0]
+    block = scan_rows * jax.device_count()
+    steps = -(-rows // block)
+    if rows % block:
+        if steps == 1:
+            block = rows  # one block of all rows, unpadded
+        else:
+            x = jnp.pad(x, ((0, steps * block - rows), (0, 0), (0, 0)))
+    return tuple(m[:rows] for m in _pooled(steps, precision, x, tuple(kernels)))
+
+
 class CharCNN(nn.Module):
     """Token char ids -> F-dim vector (F = sum of filter counts).
 
@@ -79,6 +201,7 @@ class CharCNN(nn.Module):
     options: ModelOptions
     dtype: Any = jnp.float32  # compute dtype
     precision: Any = lax.Precision.HIGHEST
+    scan_rows: int = 0  # `pooled_convolutions` (training resolves TrainConfig.char_cnn_scan_rows)
 
     @nn.compact
     def __call__(self, char_ids: jax.Array, shifted: bool = True) -> jax.Array:
@@ -91,15 +214,12 @@ class CharCNN(nn.Module):
         ids = char_ids.reshape(-1, char_ids.shape[-1])
         x = jnp.take(table, ids, axis=0).astype(self.dtype)  # [N, C, D]
         act = jax.nn.relu if opts.activation == "relu" else jnp.tanh
-        pooled = []
+        kernels, biases = [], []
         for i, (width, count) in enumerate(opts.filters):
-            kernel = self.param(f"W_cnn_{i}", cnn_kernel_init(opts.activation),
-                                (width, opts.char_embed_dim, count))
-            bias = self.param(f"b_cnn_{i}", nn.initializers.zeros, (count,))
-            z = lax.conv_general_dilated(
-                x, kernel.astype(self.dtype), window_strides=(1,), padding="VALID",
-                dimension_numbers=("NWC", "WIO", "NWC"), precision=self.precision)  # [N, C-w+1, n]
-            # max commutes with adding the (position-independent) bias and with relu/tanh.
-            pooled.append(act(max_over_positions(z) + bias.astype(self.dtype)))
-        out = jnp.concatenate(pooled, axis=-1)  # [N, F]
+            kernels.append(self.param(f"W_cnn_{i}", cnn_kernel_init(opts.activation),
+                                      (width, opts.char_embed_dim, count)).astype(self.dtype))
+            biases.append(self.param(f"b_cnn_{i}", nn.initializers.zeros, (count,)).astype(self.dtype))
+        maxima = pooled_convolutions(x, kernels, self.scan_rows, self.precision)
+        # max commutes with adding the (position-independent) bias and with relu/tanh.
+        out = jnp.concatenate([act(m + b) for m, b in zip(maxima, biases)], axis=-1)  # [N, F]
         return out.reshape(*lead, out.shape[-1])

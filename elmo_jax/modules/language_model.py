@@ -7,13 +7,14 @@ of the token embedding `token_encoder/embedding`, as bilm-tf's `softmax_W = embe
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ..options import ModelOptions
+from .char_cnn import resolve_scan_rows
 from .lstm import LSTMStack
 from .token_encoder import TokenEncoder
 
@@ -68,11 +69,13 @@ class LanguageModel(nn.Module):
     hoist_input: bool = False
     fused_backward: bool = True
     freeze_word_vectors: bool = False
+    char_cnn_scan_rows: Optional[int] = None  # None: `char_cnn.resolve_scan_rows` (CPU 16, else 0)
 
     def setup(self):
         opts = self.options
         self.token_encoder = TokenEncoder(opts, self.dtype, precision=None,
-                                          freeze_word_vectors=self.freeze_word_vectors)
+                                          freeze_word_vectors=self.freeze_word_vectors,
+                                          scan_rows=resolve_scan_rows(self.char_cnn_scan_rows))
         self.lstm = LSTMStack(opts, opts.n_directions, self.dtype, precision=None, hoist_input=self.hoist_input,
                               remat=self.remat, dropout_rate=self.dropout_rate, fused_backward=self.fused_backward)
         self.softmax = Softmax(self.vocab_size, opts.projection_dim, shared=opts.share_embedding_softmax)

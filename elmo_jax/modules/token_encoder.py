@@ -52,6 +52,7 @@ class TokenEncoder(nn.Module):
     dtype: Any = jnp.float32
     precision: Any = lax.Precision.HIGHEST
     freeze_word_vectors: bool = False  # no gradient into the word table (input path; training)
+    scan_rows: int = 0  # char-CNN rows per device per scan step (`char_cnn.pooled_convolutions`)
 
     @nn.compact
     def __call__(self, char_ids: jax.Array, shifted: bool = True, word_ids: Optional[jax.Array] = None) -> jax.Array:
@@ -61,7 +62,7 @@ class TokenEncoder(nn.Module):
             if self.freeze_word_vectors:
                 table = lax.stop_gradient(table)
             return lookup(table.astype(self.dtype), char_ids, shifted)
-        x = CharCNN(opts, self.dtype, self.precision, name="char_cnn")(char_ids, shifted)
+        x = CharCNN(opts, self.dtype, self.precision, self.scan_rows, name="char_cnn")(char_ids, shifted)
         if opts.n_highway:
             x = Highway(opts.n_highway, self.dtype, self.precision, name="highway")(x)
         if opts.word_channel_dim:

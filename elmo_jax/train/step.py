@@ -35,7 +35,7 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> LanguageModel:
     dtype = jnp.bfloat16 if cfg.precision == "bfloat16" else jnp.float32
     return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat,
                          hoist_input=cfg.hoist_input, fused_backward=cfg.fused_backward,
-                         freeze_word_vectors=cfg.freeze_word_vectors)
+                         freeze_word_vectors=cfg.freeze_word_vectors, char_cnn_scan_rows=cfg.char_cnn_scan_rows)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
