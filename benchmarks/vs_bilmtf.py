@@ -2,6 +2,7 @@
 
     bash ../shared/tools/bilm-tf/setup.sh ~/.cache/bilm-tf-ref      # once, ~2 minutes
     python benchmarks/vs_bilmtf.py [--bilm-tf ~/.cache/bilm-tf-ref] [--shapes small,mid] [--rounds 2]
+        [--env KEY=VALUE ...]
 
 bilm-tf (allenai/bilm-tf, the 2018 trainer of the published models) runs on TensorFlow 2.x
 through `tf.compat.v1` in its own virtualenv (`../shared/tools/bilm-tf/`); this project never
@@ -15,7 +16,9 @@ clipping, dropout) on the built-in corpus with a 40,000-word vocabulary (the cor
 filler words: the softmax has its real size). bilm-tf's step is the interval between consecutive
 `Session.run` calls of `bilm.training.train` (its own input pipeline included, as when it trains),
 median over the steps after the first three; elmo-jax's is `benchmarks/train.py`'s median step
-(its input pipeline runs in a prefetch thread). Tokens/s = batch x unroll per second.
+(its input pipeline runs in a prefetch thread). Tokens/s = batch x unroll per second. `--env`
+sets an environment variable in both trainers' processes alike (e.g.
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, see the README's performance section).
 """
 from __future__ import annotations
 
@@ -111,7 +114,7 @@ def failed(what: str, proc: subprocess.CompletedProcess) -> None:
 
 
 def run_bilmtf(python: str, shim: str, src: str, child: str, options: dict, train_glob: str, vocab: str,
-               work: str) -> float:
+               work: str, env: dict) -> float:
     """bilm-tf's median step seconds for `options` (a fresh process, a fresh save directory)."""
     opts_path = os.path.join(work, "options.json")
     with open(opts_path, "w", encoding="utf-8") as fh:
@@ -120,20 +123,20 @@ def run_bilmtf(python: str, shim: str, src: str, child: str, options: dict, trai
     shutil.rmtree(save, ignore_errors=True)
     os.makedirs(save)
     proc = subprocess.run([python, shim, src, child, opts_path, train_glob, vocab, save],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("BILMTF_STEP_S "):
             return json.loads(line.split(" ", 1)[1])["median"]
     failed("bilm-tf run", proc)
 
 
-def run_elmo_jax(shape: str, steps: int, work: str) -> float:
+def run_elmo_jax(shape: str, steps: int, work: str, env: dict) -> float:
     """elmo-jax's median step seconds (`benchmarks/train.py` in a fresh process)."""
     out = os.path.join(work, "elmo_jax.jsonl")
     if os.path.exists(out):
         os.remove(out)
     proc = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--shapes", shape, "--steps", str(steps),
-                           "--no-data", "--jsonl", out], capture_output=True, text=True, cwd=ROOT)
+                           "--no-data", "--jsonl", out], capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode or not os.path.exists(out):
         failed("benchmarks/train.py", proc)
     with open(out, encoding="utf-8") as fh:
@@ -150,7 +153,15 @@ def main() -> None:
     ap.add_argument("--bilm-tf-steps", type=int, default=None, help="bilm-tf steps per round (default: small "
                     f"{DEFAULT_STEPS['small']}, mid {DEFAULT_STEPS['mid']})")
     ap.add_argument("--steps", type=int, default=10, help="elmo-jax timed steps per round")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable for both trainers' processes (repeatable)")
     args = ap.parse_args()
+    env = dict(os.environ)
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
 
     python = os.path.join(args.bilm_tf, "venv", "bin", "python")
     src = os.path.join(args.bilm_tf, "src")
@@ -171,6 +182,8 @@ def main() -> None:
             fh.write(BILMTF_CHILD)
         train_glob, vocab = write_corpus(work)
         results: dict[str, dict[str, list[float]]] = {s: {"bilm-tf": [], "elmo-jax": []} for s in shapes}
+        if args.env:
+            print("both trainers with " + " ".join(args.env), flush=True)
         print(f"{'round':>5s} {'shape':6s} {'bilm-tf tok/s':>13s} {'elmo-jax tok/s':>14s} {'ratio':>6s}", flush=True)
         for r in range(1, args.rounds + 1):
             for s in shapes:
@@ -178,8 +191,8 @@ def main() -> None:
                 tokens = cfg.batch_size * cfg.unroll_steps
                 steps = args.bilm_tf_steps or DEFAULT_STEPS[s]
                 bt = tokens / run_bilmtf(python, args.shim, src, child, bilmtf_options(s, steps), train_glob, vocab,
-                                         work)
-                ej = tokens / run_elmo_jax(s, args.steps, work)
+                                         work, env)
+                ej = tokens / run_elmo_jax(s, args.steps, work, env)
                 results[s]["bilm-tf"].append(bt)
                 results[s]["elmo-jax"].append(ej)
                 print(f"{r:5d} {s:6s} {bt:13,.0f} {ej:14,.0f} {ej / bt:6.2f}", flush=True)

@@ -136,6 +136,10 @@ def _pooled_fwd(steps, precision, x, kernels):
 def _pooled_bwd(steps, precision, res, grads):
     x, kernels, firsts = res
     chars = x.shape[1]
+    # The kernels' gradients are summed per device inside the scan ([groups, w D, k], rows split
+    # over devices as `_to_steps` keeps them) and over devices once after it: a sum over all of a
+    # block's rows would be one all-reduce per scan step.
+    groups = jax.device_count() if (x.shape[0] // steps) % jax.device_count() == 0 else 1
 
     def body(dkernels, block):
         xb, fb, gb = block
@@ -147,18 +151,20 @@ def _pooled_bwd(steps, precision, res, grads):
             length = windows.shape[1]
             # max-pool's gradient: g at the first maximal position, 0 elsewhere, [n, L, k]
             dz = jnp.where(_countdown(length) == first[:, None, :], g[:, None, :], jnp.zeros((), g.dtype))
-            out.append(dk + jnp.einsum("nlj,nlk->jk", windows, dz, precision=precision,
-                                       preferred_element_type=jnp.float32).reshape(dk.shape))
+            out.append(dk + jnp.einsum("gnlj,gnlk->gjk", windows.reshape(groups, -1, *windows.shape[1:]),
+                                       dz.reshape(groups, -1, *dz.shape[1:]), precision=precision,
+                                       preferred_element_type=jnp.float32))
             dwin = jnp.einsum("nlk,jk->nlj", dz, kernel.reshape(width * dim, count), precision=precision,
                               preferred_element_type=jnp.float32)  # [n, L, w D]
             for k in range(width):  # each window slot back to its chars
                 dx = dx + jnp.pad(dwin[:, :, k * dim:(k + 1) * dim], ((0, 0), (k, chars - length - k), (0, 0)))
         return tuple(out), dx
 
-    zeros = tuple(jnp.zeros(k.shape, jnp.float32) for k in kernels)
+    zeros = tuple(jnp.zeros((groups, k.shape[0] * k.shape[1], k.shape[2]), jnp.float32) for k in kernels)
     blocks = (_to_steps(x, steps), firsts, tuple(_to_steps(g, steps) for g in grads))
     dkernels, dx = lax.scan(body, zeros, blocks)
-    return _from_steps(dx).astype(x.dtype), tuple(d.astype(k.dtype) for d, k in zip(dkernels, kernels))
+    return _from_steps(dx).astype(x.dtype), tuple(jnp.sum(d, axis=0).reshape(k.shape).astype(k.dtype)
+                                                  for d, k in zip(dkernels, kernels))
 
 
 _pooled.defvjp(_pooled_fwd, _pooled_bwd)
