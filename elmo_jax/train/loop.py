@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from .. import runtime
 from .. import sharding as shd
 from ..config import ConfigError, TrainConfig
 from ..data import Batcher
@@ -248,11 +249,13 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
     train_files, heldout_files, vocab = resolve_data(cfg)
     cfg = cfg.replace(model=cfg.model.with_vocab_size(len(vocab), vocab.source))
     word_table = word_vector_table(cfg, vocab)  # a GloVe file is read and checked before any compute
-    vocab_size = len(vocab)
     mesh = shd.make_mesh()
     if cfg.batch_size % jax.device_count():
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) must be divisible by the "
                           f"{jax.device_count()} devices")
+    hint = runtime.cpu_malloc_hint()
+    if hint and progress and jax.process_index() == 0:
+        print(hint, file=sys.stderr)
     os.makedirs(run_dir, exist_ok=True)
     with RunLock(run_dir, enabled=jax.process_index() == 0), PreemptionGuard() as guard:
         ckpts = Checkpoints(os.path.join(run_dir, CHECKPOINT_DIR), keep=cfg.keep_checkpoints)
