@@ -57,6 +57,8 @@ Batches: real text (the built-in corpus through `Batcher`, so words repeat as in
 has ~5.8k distinct words, fewer than a 1B-word corpus, so U is on the low side), targets
 replaced by uniform random ids over the shape's vocabulary so the softmax has its real size.
 
+`--set char_cnn_scan_rows=0` runs the char-CNN as one convolution per filter width instead of
+the CPU default, a scan over blocks of 16 distinct words (README, Performance).
 `--remat on|off` sets TrainConfig.remat; it only changes the LSTM together with
 `--set fused_backward=false` (the fused backward, the default, saves the gates and carried
 states itself). `--hoist on|off` sets TrainConfig.hoist_input: x @ W_x for all steps
@@ -436,7 +438,7 @@ def main() -> None:
 
     if not args.one:
         print(f"jax {jax.__version__}, {jax.device_count()} x {dev.platform} ({getattr(dev, 'device_kind', '?')}), "
-              f"{os.cpu_count()} cpus", flush=True)
+              f"{os.cpu_count()} cpus, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}", flush=True)
         for prec in precisions:
             measured = measure_peak(prec)
             peaks.setdefault(prec, measured)

@@ -46,6 +46,8 @@ def tiny_with(tmp_path: Path, **changes) -> Path:
     ("clip_norm=NaN", "config key 'clip_norm' must be a finite number, got nan"),
     ("optimizer=sgd", "config key 'optimizer' must be one of 'adagrad', 'adam', got 'sgd'"),
     ("precision=float16", "config key 'precision' must be one of 'float32', 'bfloat16', got 'float16'"),
+    ("char_cnn_scan_rows=-4", "config key 'char_cnn_scan_rows' must be an integer >= 0, got -4"),
+    ("char_cnn_scan_rows=2.5", "config key 'char_cnn_scan_rows' must be an integer or null, got 2.5"),
     ("heldout_files=3", None),  # a str key takes the text: accepted as the string "3"
 ])
 def test_set_values_are_type_checked(item: str, message) -> None:
