@@ -112,10 +112,12 @@ def _conv_max(x, kernels, precision, with_first):
     for kernel in kernels:
         width, dim, count = kernel.shape
         z = jnp.dot(_windows(x, width), kernel.reshape(width * dim, count), precision=precision)  # [n, L, k]
-        m = jnp.max(z, axis=1)
-        maxima.append(m)
         if with_first:
-            firsts.append(jnp.max(jnp.where(z == m[:, None, :], _countdown(z.shape[1]), 0.0), axis=1))
+            m, first = _max_over_positions_fwd(z.shape[1], z)
+            firsts.append(first)
+        else:
+            m = jnp.max(z, axis=1)
+        maxima.append(m)
     return tuple(maxima), tuple(firsts)
 
 
@@ -149,8 +151,7 @@ def _pooled_bwd(steps, precision, res, grads):
             width, dim, count = kernel.shape
             windows = _windows(xb, width)
             length = windows.shape[1]
-            # max-pool's gradient: g at the first maximal position, 0 elsewhere, [n, L, k]
-            dz = jnp.where(_countdown(length) == first[:, None, :], g[:, None, :], jnp.zeros((), g.dtype))
+            (dz,) = _max_over_positions_bwd(length, first, g)  # g at the first maximal position, [n, L, k]
             out.append(dk + jnp.einsum("gnlj,gnlk->gjk", windows.reshape(groups, -1, *windows.shape[1:]),
                                        dz.reshape(groups, -1, *dz.shape[1:]), precision=precision,
                                        preferred_element_type=jnp.float32))
