@@ -3,7 +3,7 @@
 The same as `elmo-jax train`; see `elmo-jax train --help`."""
 import sys
 
-from elmo_jax.cli import main
+from elmo_jax.launch import main
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main(prefix=("train",)))

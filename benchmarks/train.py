@@ -63,6 +63,9 @@ the CPU default, a scan over blocks of 16 distinct words (README, Performance).
 `--set fused_backward=false` (the fused backward, the default, saves the gates and carried
 states itself). `--hoist on|off` sets TrainConfig.hoist_input: x @ W_x for all steps
 outside the LSTM scan.
+On a Linux CPU the script restarts itself with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` where that
+helps, as `elmo-jax train` does (`elmo_jax/launch.py`; the header prints the value);
+`--malloc-tuning off` (or `ELMO_JAX_MALLOC_TUNING=0`) keeps the environment as it is.
 """
 from __future__ import annotations
 
@@ -411,8 +414,17 @@ def main() -> None:
     ap.add_argument("--data-batches", type=int, default=100)
     ap.add_argument("--isolate", action="store_true", help="each line in a fresh process (exact peak memory)")
     ap.add_argument("--jsonl", default=None, help="also append one JSON record per line to this file")
+    ap.add_argument("--malloc-tuning", choices=("on", "off"), default="on",
+                    help="on: restart with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 where it helps, as `elmo-jax "
+                         "train` does (elmo_jax/launch.py); off: keep the environment")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child of --isolate
     args = ap.parse_args()
+    if args.malloc_tuning == "on":
+        from elmo_jax import launch
+
+        env = launch.tuned_environment(["train"])
+        if env is not None:
+            launch.restart_with(env, quiet=False)
 
     import jax
 

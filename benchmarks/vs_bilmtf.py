@@ -16,9 +16,12 @@ clipping, dropout) on the built-in corpus with a 40,000-word vocabulary (the cor
 filler words: the softmax has its real size). bilm-tf's step is the interval between consecutive
 `Session.run` calls of `bilm.training.train` (its own input pipeline included, as when it trains),
 median over the steps after the first three; elmo-jax's is `benchmarks/train.py`'s median step
-(its input pipeline runs in a prefetch thread). Tokens/s = batch x unroll per second. `--env`
-sets an environment variable in both trainers' processes alike (e.g.
-`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, see the README's performance section).
+(its input pipeline runs in a prefetch thread). Tokens/s = batch x unroll per second. Each runs as
+its own command does: on a Linux CPU `benchmarks/train.py`, like `elmo-jax train`, restarts
+itself with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (`elmo_jax/launch.py`), bilm-tf runs in the
+environment as given. `--env` sets an environment variable in both trainers' processes alike:
+`--env GLIBC_TUNABLES=glibc.malloc.hugetlb=1` gives bilm-tf the tunable too,
+`--env ELMO_JAX_MALLOC_TUNING=0` runs elmo-jax without it (see the README's performance section).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -130,8 +134,9 @@ def run_bilmtf(python: str, shim: str, src: str, child: str, options: dict, trai
     failed("bilm-tf run", proc)
 
 
-def run_elmo_jax(shape: str, steps: int, work: str, env: dict) -> float:
-    """elmo-jax's median step seconds (`benchmarks/train.py` in a fresh process)."""
+def run_elmo_jax(shape: str, steps: int, work: str, env: dict) -> tuple[float, str]:
+    """elmo-jax's median step seconds (`benchmarks/train.py` in a fresh process) and the
+    GLIBC_TUNABLES it ran with (its header line; it may have added the huge-page tunable)."""
     out = os.path.join(work, "elmo_jax.jsonl")
     if os.path.exists(out):
         os.remove(out)
@@ -139,8 +144,9 @@ def run_elmo_jax(shape: str, steps: int, work: str, env: dict) -> float:
                            "--no-data", "--jsonl", out], capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode or not os.path.exists(out):
         failed("benchmarks/train.py", proc)
+    tunables = re.search(r"GLIBC_TUNABLES=(\S+)", proc.stdout)
     with open(out, encoding="utf-8") as fh:
-        return json.loads(fh.readline())["step_s"]
+        return json.loads(fh.readline())["step_s"], tunables.group(1) if tunables else "?"
 
 
 def main() -> None:
@@ -185,6 +191,7 @@ def main() -> None:
         if args.env:
             print("both trainers with " + " ".join(args.env), flush=True)
         print(f"{'round':>5s} {'shape':6s} {'bilm-tf tok/s':>13s} {'elmo-jax tok/s':>14s} {'ratio':>6s}", flush=True)
+        said = ""
         for r in range(1, args.rounds + 1):
             for s in shapes:
                 cfg, _, _ = bench.shape_config(s, [])
@@ -192,7 +199,12 @@ def main() -> None:
                 steps = args.bilm_tf_steps or DEFAULT_STEPS[s]
                 bt = tokens / run_bilmtf(python, args.shim, src, child, bilmtf_options(s, steps), train_glob, vocab,
                                          work, env)
-                ej = tokens / run_elmo_jax(s, args.steps, work, env)
+                step_s, tunables = run_elmo_jax(s, args.steps, work, env)
+                ej = tokens / step_s
+                if tunables != said:
+                    print(f"      elmo-jax ran with GLIBC_TUNABLES={tunables}, bilm-tf with "
+                          f"{env.get('GLIBC_TUNABLES', '(unset)')}", flush=True)
+                    said = tunables
                 results[s]["bilm-tf"].append(bt)
                 results[s]["elmo-jax"].append(ej)
                 print(f"{r:5d} {s:6s} {bt:13,.0f} {ej:14,.0f} {ej / bt:6.2f}", flush=True)

@@ -5,12 +5,12 @@ variables) and the CPU allocator hint."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import Optional
 
 import jax
 
 from .errors import ElmoError
+from .launch import HUGETLB_TUNABLE, hugetlb_helps
 
 
 def cache_dir(*parts: str) -> str:
@@ -44,32 +44,14 @@ def init_distributed(coordinator: Optional[str] = None, num_processes: Optional[
                                    process_id=int(proc_id))
 
 
-#: What `cpu_malloc_hint` recommends. XLA:CPU mallocs each train step's temporaries as one block
-#: (hundreds of MiB) that glibc maps fresh every step, so every page of it faults on first touch
-#: (~35,000 faults per mid-shape step on the 2-core CPU); with this tunable glibc asks for
-#: transparent huge pages on such blocks and the faults drop ~10-fold. Measured with
-#: benchmarks/vs_bilmtf.py, both trainers with and without it: elmo-jax mid 2,746 -> 3,200 tokens/s,
-#: small 1,256 -> 1,334 (bilm-tf 1,863 -> 1,912 and 559 -> 547).
-HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
-
-
 def cpu_malloc_hint() -> Optional[str]:
-    """One line recommending `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` where it would help: a CPU
-    backend, Linux with glibc >= 2.35 (the tunable's first release), transparent huge pages in
-    `madvise` mode, and the tunable not already set; else None. It must be set before the process
-    starts (glibc reads it once)."""
-    if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""):
-        return None
-    try:
-        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"
-        major, minor = (int(v) for v in libc.split()[1].split(".")[:2])
-        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as fh:
-            thp = fh.read()
-    except (ValueError, IndexError, OSError):
-        return None
-    if not libc.startswith("glibc") or (major, minor) < (2, 35) or "[madvise]" not in thp:
-        return None
-    if jax.default_backend() != "cpu":
+    """One line recommending glibc's huge-page tunable (`launch.HUGETLB_TUNABLE`) where it would
+    help and is not set: `launch.hugetlb_helps` (Linux, glibc >= 2.35, transparent huge pages in
+    `madvise` mode) on a CPU backend; else None. For `train` called from Python: the `elmo-jax
+    train` command restarts itself with the tunable (`elmo_jax.launch`), which a running process
+    cannot do for itself (glibc reads it once, at start)."""
+    if not hugetlb_helps() or jax.default_backend() != "cpu":
         return None
     return (f"elmo-jax: note: training on this CPU runs up to ~15% faster with GLIBC_TUNABLES={HUGETLB_TUNABLE} "
-            "in the environment (fewer page faults; see the README's Performance section)")
+            "in the environment at start (fewer page faults; the elmo-jax command sets it itself; see the "
+            "README's Performance section)")
