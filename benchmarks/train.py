@@ -424,7 +424,7 @@ def main() -> None:
 
         env = launch.tuned_environment(["train"])
         if env is not None:
-            launch.restart_with(env, quiet=False)
+            launch.restart_with(env)
 
     import jax
 

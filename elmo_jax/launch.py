@@ -2,17 +2,12 @@
 
 `elmo-jax train` (and `demo`, which pretrains) on a Linux CPU restarts itself once, before the
 training stack is imported, with glibc's huge-page tunable added to its environment
-(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`).
-XLA:CPU allocates each train step's temporaries as one block of hundreds of MiB, which glibc maps
-afresh every step, so each of its 4 KiB pages faults on first touch (about 35,000 faults per step
-at bilm-tf's mid shape on the 2-core CPU, 95,000 at the small one). With the tunable glibc asks for
-transparent huge pages on such blocks and the faults drop about tenfold: side by side with bilm-tf
-(benchmarks/vs_bilmtf.py) elmo-jax went from 2,746 to 3,200 tokens/s at mid and from 1,256 to
-1,334 at small. glibc reads the tunable once, at process start, so it cannot be set from inside
-the process; the restart is an `exec` of the same command line: same process id, arguments,
-standard streams and working directory. `ELMO_JAX_MALLOC_TUNING=0` keeps the environment as it
-is. Only the command restarts: `elmo_jax.cli.main` and `elmo_jax.train.loop.train`, called from
-Python, never do (`train` prints a one-line hint instead, `runtime.cpu_malloc_hint`).
+(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; why and what it gains: `elmo_jax.malloc`). glibc reads
+the tunable once, at process start, so a running process cannot set it for itself; the restart
+is an `exec` of the same command line: same process id, arguments, standard streams and working
+directory. It is silent; `train` prints a one-line note when it starts (so that bad input still
+gives one line). `ELMO_JAX_MALLOC_TUNING=0` keeps the environment as it is. Only the command
+restarts: `elmo_jax.cli.main` and `elmo_jax.train.loop.train`, called from Python, never do.
 
 This module imports only the standard library. The package's `__init__` has loaded jax by the
 time it runs (about 1 s, spent twice on a restart); the command's own modules (datasets, the
@@ -25,34 +20,17 @@ import os
 import sys
 from typing import Mapping, Optional, Sequence
 
-#: The glibc tunable (glibc >= 2.35) and the variable that turns the restart off ("0").
-HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
-OPT_OUT = "ELMO_JAX_MALLOC_TUNING"
+from .malloc import HUGETLB_TUNABLE, OPT_OUT, RESTARTED, hugetlb_helps
+
 #: Commands that restart with the tunable: those that pretrain (where it was measured).
 TUNED_COMMANDS = ("train", "demo")
 #: Distributions that bring a jax accelerator backend (then the CPU allocator matters little).
 ACCELERATOR_PLUGINS = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "jax-metal", "jax_metal", "libtpu")
 
 
-def hugetlb_helps(environ: Mapping[str, str] = os.environ) -> bool:
-    """True where the tunable would take effect and is not set yet: Linux, glibc >= 2.35 (its
-    first release) and transparent huge pages in `madvise` mode (in `always` mode glibc's blocks
-    get huge pages anyway; in `never` mode the tunable does nothing)."""
-    if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in environ.get("GLIBC_TUNABLES", ""):
-        return False
-    try:
-        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"
-        major, minor = (int(v) for v in libc.split()[1].split(".")[:2])
-        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as fh:
-            thp = fh.read()
-    except (ValueError, IndexError, OSError, AttributeError):
-        return False
-    return libc.startswith("glibc") and (major, minor) >= (2, 35) and "[madvise]" in thp
-
-
 def accelerator_expected(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether jax will likely run on an accelerator, decided without importing jax: from
-    `JAX_PLATFORMS` when set (anything but `cpu`), else from an installed accelerator plugin."""
+    `JAX_PLATFORMS` when set (anything but `cpu` first), else from an installed accelerator plugin."""
     platforms = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
     if platforms:
         return platforms[0] != "cpu"
@@ -73,23 +51,22 @@ def tuned_environment(argv: Sequence[str], environ: Mapping[str, str] = os.envir
         return None
     env = dict(environ)
     env["GLIBC_TUNABLES"] = ":".join(t for t in (environ.get("GLIBC_TUNABLES", ""), HUGETLB_TUNABLE) if t)
+    env[RESTARTED] = "1"
     return env
 
 
-def restart_with(env: dict, quiet: bool) -> None:
+def restart_with(env: dict) -> None:
     """Replace this process by the same command line under `env` (returns only if that fails)."""
     orig_argv = getattr(sys, "orig_argv", None)  # Python >= 3.10: the interpreter's own arguments
     if not orig_argv or not sys.executable:
         return
-    if not quiet:
-        print(f"elmo-jax: note: restarting with GLIBC_TUNABLES={env['GLIBC_TUNABLES']} (fewer page faults on "
-              f"this CPU; {OPT_OUT}=0 turns this off)", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
         os.execve(sys.executable, [sys.executable, *orig_argv[1:]], env)
     except OSError as e:  # the run goes on without the tunable
-        print(f"elmo-jax: note: could not restart with the tunable ({e}); continuing without it", file=sys.stderr)
+        print(f"elmo-jax: note: could not restart with GLIBC_TUNABLES={env.get('GLIBC_TUNABLES')} ({e}); "
+              "continuing without it", file=sys.stderr)
 
 
 def main(prefix: Sequence[str] = ()) -> int:
@@ -98,7 +75,7 @@ def main(prefix: Sequence[str] = ()) -> int:
     argv = [*prefix, *sys.argv[1:]]
     env = tuned_environment(argv)
     if env is not None:
-        restart_with(env, quiet=any(a in ("-q", "--quiet") for a in argv))
+        restart_with(env)
     from .cli import main as cli_main  # noqa: PLC0415 - the training stack loads after the restart
 
     return cli_main(argv)

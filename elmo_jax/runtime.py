@@ -10,7 +10,7 @@ from typing import Optional
 import jax
 
 from .errors import ElmoError
-from .launch import HUGETLB_TUNABLE, hugetlb_helps
+from .malloc import HUGETLB_TUNABLE, OPT_OUT, RESTARTED, hugetlb_helps, hugetlb_set
 
 
 def cache_dir(*parts: str) -> str:
@@ -45,11 +45,13 @@ def init_distributed(coordinator: Optional[str] = None, num_processes: Optional[
 
 
 def cpu_malloc_hint() -> Optional[str]:
-    """One line recommending glibc's huge-page tunable (`launch.HUGETLB_TUNABLE`) where it would
-    help and is not set: `launch.hugetlb_helps` (Linux, glibc >= 2.35, transparent huge pages in
-    `madvise` mode) on a CPU backend; else None. For `train` called from Python: the `elmo-jax
-    train` command restarts itself with the tunable (`elmo_jax.launch`), which a running process
-    cannot do for itself (glibc reads it once, at start)."""
+    """The one line `train` prints about glibc's huge-page tunable (`elmo_jax.malloc`), or None:
+    a note that it is on where the `elmo-jax` command restarted with it; a recommendation where it
+    would help and is not set (Linux, glibc >= 2.35, transparent huge pages in `madvise` mode) on
+    a CPU backend, e.g. for `train` called from Python, which cannot restart its caller."""
+    if os.environ.get(RESTARTED) == "1" and hugetlb_set():
+        return (f"elmo-jax: note: running with GLIBC_TUNABLES={HUGETLB_TUNABLE} (fewer page faults on this CPU; "
+                f"{OPT_OUT}=0 turns it off)")
     if not hugetlb_helps() or jax.default_backend() != "cpu":
         return None
     return (f"elmo-jax: note: training on this CPU runs up to ~15% faster with GLIBC_TUNABLES={HUGETLB_TUNABLE} "

@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elmo_jax import BiLM, Elmo, ElmoEmbedder, ModelOptions, ScalarMix, batch_to_ids, init_elmo
+from elmo_jax import Elmo, ElmoEmbedder, ModelOptions, ScalarMix, batch_to_ids, init_elmo
 from elmo_jax.modules.scalar_mix import masked_layer_norm
 from elmo_jax.weights import arrays_to_params
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from elmo_jax.config import TrainConfig
 from elmo_jax.loss import log_uniform_expected_count_jax, sampled_softmax_loss
-from elmo_jax.modules.lstm import zero_state
 from elmo_jax.options import ModelOptions
 from elmo_jax.train.step import direction_losses, init_state, make_model, make_train_step
 

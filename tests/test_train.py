@@ -103,8 +103,6 @@ def test_sampled_softmax_bf16_and_eval(tmp_path):
 
 
 def test_export_gives_the_checkpointed_model(tmp_path):
-    import jax
-
     from elmo_jax import BiLM, ElmoEmbedder, batch_to_ids
     from elmo_jax.train.export import export_run, load_run_params
     from elmo_jax.train.loop import train
@@ -290,7 +288,6 @@ def test_restart_from_run_dir_and_perplexity_cli(tmp_path):
     for a, b in zip(_leaves(pre), _leaves(again["params"])):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
-    out = tmp_path / "ppl.json"
     import contextlib
     import io
 

@@ -48,12 +48,13 @@ from . import kit
 from .batching import Bucket, StepInputs
 from .checkpoint import CheckpointError, Checkpoints, abstract_tree
 from .metrics import IntervalMeans, MetricsWriter
+from .plot import METRICS_FILE
 from .preemption import PreemptionGuard
-from .rundir import (CHECKPOINT_DIR, CONFIG_FILE, IMPORTED_KEY, METRICS_FILE, TENSORBOARD_DIR, check_compatible,
-                     checkpoint_meta, data_abstract, load_run_params, resolve_data, resolve_tokenizer,
-                     resolve_vocab_path)
+from .rundir import (CHECKPOINT_DIR, CONFIG_FILE, IMPORTED_KEY, check_compatible, checkpoint_meta, data_abstract,
+                     load_run_params, resolve_data, resolve_tokenizer, resolve_vocab_path)
 from .runlock import RunLock
 from .step import init_state, make_eval_step, make_optimizer, make_train_step
+from .tensorboard import TENSORBOARD_DIR
 
 #: Batches whose sizes are scanned before step 1 to compile their buckets ahead of time.
 PRESCAN_BATCHES = 200

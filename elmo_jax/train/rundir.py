@@ -23,9 +23,7 @@ from ..options import ModelOptions
 from ..tokenize import Tokenizer
 from ..vocab import Vocabulary, resolve_files
 from .checkpoint import CheckpointError, Checkpoints, quiet_partial_restore
-from .plot import METRICS_FILE  # noqa: F401 (re-exported: the run directory's files in one place)
 from .step import init_state
-from .tensorboard import TENSORBOARD_DIR  # noqa: F401
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
