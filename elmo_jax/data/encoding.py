@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import datasets
 import numpy as np
-import pyarrow as pa  # installed with `datasets` (its storage format)
+import pyarrow as pa  # datasets' storage format, used directly here (declared in pyproject.toml)
 from datasets import load_dataset
 from datasets.utils import logging as ds_logging
 
