@@ -420,11 +420,9 @@ def main() -> None:
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child of --isolate
     args = ap.parse_args()
     if args.malloc_tuning == "on":
-        from elmo_jax import launch
+        from elmo_jax.launch import restart_where_it_helps
 
-        env = launch.tuned_environment(["train"])
-        if env is not None:
-            launch.restart_with(env)
+        restart_where_it_helps(["train"])
 
     import jax
 

@@ -69,13 +69,19 @@ def restart_with(env: dict) -> None:
               "continuing without it", file=sys.stderr)
 
 
+def restart_where_it_helps(argv: Sequence[str]) -> None:
+    """Restart this process with `tuned_environment(argv)` where that is not None (the command's
+    entry point; `benchmarks/train.py` as `train`); otherwise return at once."""
+    env = tuned_environment(argv)
+    if env is not None:
+        restart_with(env)
+
+
 def main(prefix: Sequence[str] = ()) -> int:
     """The command's entry point: `elmo_jax.cli.main([*prefix, *sys.argv[1:]])`, after the restart
     above where it applies."""
     argv = [*prefix, *sys.argv[1:]]
-    env = tuned_environment(argv)
-    if env is not None:
-        restart_with(env)
+    restart_where_it_helps(argv)
     from .cli import main as cli_main  # noqa: PLC0415 - the training stack loads after the restart
 
     return cli_main(argv)

@@ -17,7 +17,7 @@ from elmo_jax import launch, malloc
 TUNABLE = "glibc.malloc.hugetlb=1"
 
 
-def _platform_allows() -> bool:
+def platform_allows() -> bool:
     """Linux, glibc >= 2.35 and THP in madvise mode, computed here independently of `malloc`."""
     if not sys.platform.startswith("linux"):
         return False
@@ -35,7 +35,7 @@ class _Dist:
 
 
 def test_hugetlb_helps_matches_the_platform(monkeypatch):
-    assert malloc.hugetlb_helps({}) == _platform_allows()
+    assert malloc.hugetlb_helps({}) == platform_allows()
     assert not malloc.hugetlb_helps({"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{TUNABLE}"})  # already set
     monkeypatch.setattr(malloc.os, "confstr", lambda name: "glibc 2.34")  # before the tunable existed
     assert not malloc.hugetlb_helps({})
@@ -107,7 +107,7 @@ FAULTS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not _platform_allows(), reason="needs Linux, glibc >= 2.35 and THP in madvise mode")
+@pytest.mark.skipif(not platform_allows(), reason="needs Linux, glibc >= 2.35 and THP in madvise mode")
 def test_the_tunable_cuts_page_faults_on_a_large_block():
     """What the restart is for: a 64 MiB block from glibc's malloc faults per 4 KiB page (16,384)
     without the tunable and per 2 MiB huge page with it. (NumPy asks for huge pages for its own
@@ -140,7 +140,7 @@ def test_train_command_runs_with_the_tunable_where_it_helps(tmp_path):
 
     tuned = run("tuned")
     plain = run("plain", **{malloc.OPT_OUT: "0"})
-    if _platform_allows():
+    if platform_allows():
         assert len(tuned) == 1 and f"running with GLIBC_TUNABLES={TUNABLE}" in tuned[0], tuned
         assert len(plain) == 1 and "faster with GLIBC_TUNABLES" in plain[0], plain
     else:

@@ -2,24 +2,17 @@
 where the command restarted with it."""
 from __future__ import annotations
 
-import os
-import sys
-
 import jax
 
 from elmo_jax import malloc, runtime
 
+from test_launch import platform_allows
+
 
 def _conditions_hold() -> bool:
-    """The hint's conditions, computed independently of `cpu_malloc_hint`."""
-    if not sys.platform.startswith("linux") or jax.default_backend() != "cpu":
-        return False
-    try:
-        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
-        thp = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
-    except (OSError, ValueError, AttributeError):
-        return False
-    return name == "glibc" and tuple(map(int, version.split(".")[:2])) >= (2, 35) and "[madvise]" in thp
+    """The hint's conditions, computed independently of `cpu_malloc_hint`: the platform's (shared
+    with test_launch) and a CPU backend."""
+    return platform_allows() and jax.default_backend() == "cpu"
 
 
 def test_hint_only_where_the_tunable_would_help(monkeypatch):
