@@ -2,7 +2,7 @@
 
     bash ../shared/tools/bilm-tf/setup.sh ~/.cache/bilm-tf-ref      # once, ~2 minutes
     python benchmarks/vs_bilmtf.py [--bilm-tf ~/.cache/bilm-tf-ref] [--shapes small,mid] [--rounds 2]
-        [--env KEY=VALUE ...]
+        [--env KEY=VALUE ...] [--set matmul_precision=bfloat16 ...]
 
 bilm-tf (allenai/bilm-tf, the 2018 trainer of the published models) runs on TensorFlow 2.x
 through `tf.compat.v1` in its own virtualenv (`../shared/tools/bilm-tf/`); this project never
@@ -22,6 +22,9 @@ itself with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (`elmo_jax/launch.py`), bilm
 environment as given. `--env` sets an environment variable in both trainers' processes alike:
 `--env GLIBC_TUNABLES=glibc.malloc.hugetlb=1` gives bilm-tf the tunable too,
 `--env ELMO_JAX_MALLOC_TUNING=0` runs elmo-jax without it (see the README's performance section).
+`--set KEY=VALUE` adds a second elmo-jax column, the same runs with that TrainConfig override, in
+the same rounds: `--set matmul_precision=bfloat16` measures bfloat16-operand matmuls against
+bilm-tf's float32 recipe (a different precision: say so when quoting it).
 """
 from __future__ import annotations
 
@@ -134,14 +137,16 @@ def run_bilmtf(python: str, shim: str, src: str, child: str, options: dict, trai
     failed("bilm-tf run", proc)
 
 
-def run_elmo_jax(shape: str, steps: int, work: str, env: dict) -> tuple[float, str]:
-    """elmo-jax's median step seconds (`benchmarks/train.py` in a fresh process) and the
-    GLIBC_TUNABLES it ran with (its header line; it may have added the huge-page tunable)."""
+def run_elmo_jax(shape: str, steps: int, work: str, env: dict, sets: list[str]) -> tuple[float, str]:
+    """elmo-jax's median step seconds (`benchmarks/train.py` in a fresh process, with TrainConfig
+    overrides `sets`) and the GLIBC_TUNABLES it ran with (its header line; it may have added the
+    huge-page tunable)."""
     out = os.path.join(work, "elmo_jax.jsonl")
     if os.path.exists(out):
         os.remove(out)
     proc = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--shapes", shape, "--steps", str(steps),
-                           "--no-data", "--jsonl", out], capture_output=True, text=True, cwd=ROOT, env=env)
+                           "--no-data", "--jsonl", out] + [f"--set={item}" for item in sets],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode or not os.path.exists(out):
         failed("benchmarks/train.py", proc)
     tunables = re.search(r"GLIBC_TUNABLES=(\S+)", proc.stdout)
@@ -161,6 +166,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="elmo-jax timed steps per round")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="an environment variable for both trainers' processes (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a TrainConfig override for a second elmo-jax column, e.g. "
+                    "matmul_precision=bfloat16 (repeatable)")
     args = ap.parse_args()
     env = dict(os.environ)
     for item in args.env:
@@ -187,10 +195,16 @@ def main() -> None:
         with open(child, "w", encoding="utf-8") as fh:
             fh.write(BILMTF_CHILD)
         train_glob, vocab = write_corpus(work)
-        results: dict[str, dict[str, list[float]]] = {s: {"bilm-tf": [], "elmo-jax": []} for s in shapes}
+        # elmo-jax as it is, and with the `--set` overrides as a second column in the same rounds
+        variants = [("elmo-jax", [])] + ([("elmo-jax " + " ".join(args.set), args.set)] if args.set else [])
+        results = {s: {name: [] for name in ["bilm-tf"] + [v for v, _ in variants]} for s in shapes}
         if args.env:
             print("both trainers with " + " ".join(args.env), flush=True)
-        print(f"{'round':>5s} {'shape':6s} {'bilm-tf tok/s':>13s} {'elmo-jax tok/s':>14s} {'ratio':>6s}", flush=True)
+        head = f"{'round':>5s} {'shape':6s} {'bilm-tf tok/s':>13s} {'elmo-jax tok/s':>14s} {'ratio':>6s}"
+        if args.set:
+            print(f"second elmo-jax column: {' '.join(args.set)} (bilm-tf keeps its float32 recipe)", flush=True)
+            head += f" {'2nd tok/s':>10s} {'ratio':>6s}"
+        print(head, flush=True)
         said = ""
         for r in range(1, args.rounds + 1):
             for s in shapes:
@@ -199,19 +213,24 @@ def main() -> None:
                 steps = args.bilm_tf_steps or DEFAULT_STEPS[s]
                 bt = tokens / run_bilmtf(python, args.shim, src, child, bilmtf_options(s, steps), train_glob, vocab,
                                          work, env)
-                step_s, tunables = run_elmo_jax(s, args.steps, work, env)
-                ej = tokens / step_s
-                if tunables != said:
-                    print(f"      elmo-jax ran with GLIBC_TUNABLES={tunables}, bilm-tf with "
-                          f"{env.get('GLIBC_TUNABLES', '(unset)')}", flush=True)
-                    said = tunables
                 results[s]["bilm-tf"].append(bt)
-                results[s]["elmo-jax"].append(ej)
-                print(f"{r:5d} {s:6s} {bt:13,.0f} {ej:14,.0f} {ej / bt:6.2f}", flush=True)
+                line = f"{r:5d} {s:6s} {bt:13,.0f}"
+                for name, sets in variants:
+                    step_s, tunables = run_elmo_jax(s, args.steps, work, env, sets)
+                    if tunables != said:
+                        print(f"      elmo-jax ran with GLIBC_TUNABLES={tunables}, bilm-tf with "
+                              f"{env.get('GLIBC_TUNABLES', '(unset)')}", flush=True)
+                        said = tunables
+                    ej = tokens / step_s
+                    results[s][name].append(ej)
+                    line += f" {ej:{14 if not sets else 10},.0f} {ej / bt:6.2f}"
+                print(line, flush=True)
         print("median over rounds:")
         for s in shapes:
-            bt, ej = statistics.median(results[s]["bilm-tf"]), statistics.median(results[s]["elmo-jax"])
-            print(f"  {s:6s} bilm-tf {bt:,.0f} tokens/s, elmo-jax {ej:,.0f} tokens/s: {ej / bt:.2f}x", flush=True)
+            bt = statistics.median(results[s]["bilm-tf"])
+            for name, _ in variants:
+                ej = statistics.median(results[s][name])
+                print(f"  {s:6s} bilm-tf {bt:,.0f} tokens/s, {name} {ej:,.0f} tokens/s: {ej / bt:.2f}x", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .modules import matmul as mm
+
 # TF's accidental-hit logit: -FLT_MAX (`weights.push_back(-FLT_MAX)` in compute_accidental_hits).
 ACCIDENTAL_HIT_LOGIT = float(-np.finfo(np.float32).max)
 
@@ -63,8 +65,8 @@ def _full_softmax_losses(hidden: jax.Array, targets: jax.Array, softmax_w: jax.A
                          softmax_b: jax.Array, precision: Precision) -> jax.Array:
     """Per-position cross-entropy [n] (float32) of logits = hidden @ W.T + b."""
     vocab_size = softmax_w.shape[0]
-    logits = jnp.dot(hidden, softmax_w.astype(hidden.dtype).T, precision=precision,
-                     preferred_element_type=jnp.float32)  # [n, V] float32 accumulation
+    logits = mm.matmul(hidden, softmax_w.astype(hidden.dtype).T, precision,
+                       preferred_element_type=jnp.float32)  # [n, V] float32 accumulation
     logits = logits + softmax_b.astype(jnp.float32)
     t = jnp.clip(targets, 0, vocab_size - 1).astype(jnp.int32)
     true_logit = jnp.take_along_axis(logits, t[:, None], axis=1)[:, 0]  # [n]
@@ -296,12 +298,12 @@ def _sampled_logit_parts(hidden, targets, softmax_w, softmax_b, sampled_ids, sam
     cdt = hidden.dtype
     t = jnp.clip(targets, 0, vocab_size - 1).astype(jnp.int32)  # [N]; padding ids made valid
     true_w = jnp.take(softmax_w, t, axis=0).astype(cdt)  # [N, P]
-    true_logits = jnp.einsum("np,np->n", hidden, true_w, precision=precision,
+    # a row-wise dot product, not a matmul: float32 under `matmul.BF16_OPERANDS` too
+    true_logits = jnp.einsum("np,np->n", hidden, true_w, precision=None if mm.bf16_operands(precision) else precision,
                              preferred_element_type=jnp.float32)
     true_logits = true_logits + jnp.take(softmax_b, t).astype(jnp.float32)  # [N]
     s_w = jnp.take(softmax_w, sampled_ids, axis=0, mode="clip").astype(cdt)  # [S, P]
-    sampled_logits = jnp.dot(hidden, s_w.T, precision=precision,
-                             preferred_element_type=jnp.float32)  # [N, S]
+    sampled_logits = mm.matmul(hidden, s_w.T, precision, preferred_element_type=jnp.float32)  # [N, S]
     sampled_logits = sampled_logits + jnp.take(softmax_b, sampled_ids, mode="clip").astype(jnp.float32)
     true_logits = true_logits - jnp.log(true_expected.astype(jnp.float32))
     sampled_logits = sampled_logits - jnp.log(sampled_expected.astype(jnp.float32))[None, :]

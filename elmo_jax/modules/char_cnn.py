@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..options import ModelOptions
+from . import matmul as mm
 
 
 def char_embed_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -111,7 +112,7 @@ def _conv_max(x, kernels, precision, with_first):
     maxima, firsts = [], []
     for kernel in kernels:
         width, dim, count = kernel.shape
-        z = jnp.dot(_windows(x, width), kernel.reshape(width * dim, count), precision=precision)  # [n, L, k]
+        z = mm.matmul(_windows(x, width), kernel.reshape(width * dim, count), precision)  # [n, L, k]
         if with_first:
             m, first = _max_over_positions_fwd(z.shape[1], z)
             firsts.append(first)
@@ -121,22 +122,33 @@ def _conv_max(x, kernels, precision, with_first):
     return tuple(maxima), tuple(firsts)
 
 
+def _operands(x: jax.Array, kernels: tuple, precision: Any) -> tuple[jax.Array, tuple]:
+    """The chars and kernels as matmul operands (bfloat16 under `matmul.BF16_OPERANDS`), cast once
+    before the scan; the custom backward pass returns gradients in the inputs' own dtypes."""
+    return mm.operand(x, precision), tuple(mm.operand(k, precision) for k in kernels)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _pooled(steps: int, precision: Any, x: jax.Array, kernels: tuple) -> tuple:
+    x, kernels = _operands(x, kernels, precision)
+
     def body(_, block):
         return None, _conv_max(block, kernels, precision, False)[0]
     return tuple(_from_steps(m) for m in lax.scan(body, None, _to_steps(x, steps))[1])
 
 
 def _pooled_fwd(steps, precision, x, kernels):
+    xc, kc = _operands(x, kernels, precision)
+
     def body(_, block):
-        return None, _conv_max(block, kernels, precision, True)
-    maxima, firsts = lax.scan(body, None, _to_steps(x, steps))[1]
+        return None, _conv_max(block, kc, precision, True)
+    maxima, firsts = lax.scan(body, None, _to_steps(xc, steps))[1]
     return tuple(_from_steps(m) for m in maxima), (x, kernels, firsts)
 
 
 def _pooled_bwd(steps, precision, res, grads):
     x, kernels, firsts = res
+    xc, kc = _operands(x, kernels, precision)
     chars = x.shape[1]
     # The kernels' gradients are summed per device inside the scan ([groups, w D, k], rows split
     # over devices as `_to_steps` keeps them) and over devices once after it: a sum over all of a
@@ -147,22 +159,22 @@ def _pooled_bwd(steps, precision, res, grads):
         xb, fb, gb = block
         dx = jnp.zeros(xb.shape, jnp.float32)
         out = []
-        for kernel, dk, first, g in zip(kernels, dkernels, fb, gb):
+        for kernel, dk, first, g in zip(kc, dkernels, fb, gb):
             width, dim, count = kernel.shape
             windows = _windows(xb, width)
             length = windows.shape[1]
             (dz,) = _max_over_positions_bwd(length, first, g)  # g at the first maximal position, [n, L, k]
-            out.append(dk + jnp.einsum("gnlj,gnlk->gjk", windows.reshape(groups, -1, *windows.shape[1:]),
-                                       dz.reshape(groups, -1, *dz.shape[1:]), precision=precision,
-                                       preferred_element_type=jnp.float32))
-            dwin = jnp.einsum("nlk,jk->nlj", dz, kernel.reshape(width * dim, count), precision=precision,
-                              preferred_element_type=jnp.float32)  # [n, L, w D]
+            out.append(dk + mm.einsum("gnlj,gnlk->gjk", windows.reshape(groups, -1, *windows.shape[1:]),
+                                      dz.reshape(groups, -1, *dz.shape[1:]), precision,
+                                      preferred_element_type=jnp.float32))
+            dwin = mm.einsum("nlk,jk->nlj", dz, kernel.reshape(width * dim, count), precision,
+                             preferred_element_type=jnp.float32)  # [n, L, w D]
             for k in range(width):  # each window slot back to its chars
                 dx = dx + jnp.pad(dwin[:, :, k * dim:(k + 1) * dim], ((0, 0), (k, chars - length - k), (0, 0)))
         return tuple(out), dx
 
     zeros = tuple(jnp.zeros((groups, k.shape[0] * k.shape[1], k.shape[2]), jnp.float32) for k in kernels)
-    blocks = (_to_steps(x, steps), firsts, tuple(_to_steps(g, steps) for g in grads))
+    blocks = (_to_steps(xc, steps), firsts, tuple(_to_steps(g, steps) for g in grads))
     dkernels, dx = lax.scan(body, zeros, blocks)
     return _from_steps(dx).astype(x.dtype), tuple(jnp.sum(d, axis=0).reshape(k.shape).astype(k.dtype)
                                                   for d, k in zip(dkernels, kernels))
@@ -184,9 +196,11 @@ def pooled_convolutions(x: jax.Array, kernels: Sequence[jax.Array], scan_rows: i
     to one maximal position (see `_max_over_positions`). Rows are padded to whole blocks where
     they do not fill them."""
     if not scan_rows:
+        bf16 = mm.bf16_operands(precision)
         return tuple(max_over_positions(lax.conv_general_dilated(
-            x, kernel, window_strides=(1,), padding="VALID", dimension_numbers=("NWC", "WIO", "NWC"),
-            precision=precision)) for kernel in kernels)
+            mm.operand(x, precision), mm.operand(kernel, precision), window_strides=(1,), padding="VALID",
+            dimension_numbers=("NWC", "WIO", "NWC"), precision=None if bf16 else precision,
+            preferred_element_type=jnp.float32 if bf16 else None)) for kernel in kernels)
     rows = x.shape[0]
     block = scan_rows * jax.device_count()
     steps = -(-rows // block)

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from . import matmul as mm
+
 
 def highway_weight_init(key, shape, dtype=jnp.float32):
     """bilm-tf: N(0, sqrt(1 / dim))."""
@@ -28,8 +30,8 @@ class HighwayLayer(nn.Module):
         b_c = self.param("b_carry", nn.initializers.constant(-2.0), (dim,)).astype(self.dtype)
         w_t = self.param("W_transform", highway_weight_init, (dim, dim)).astype(self.dtype)
         b_t = self.param("b_transform", nn.initializers.zeros, (dim,)).astype(self.dtype)
-        gate = jax.nn.sigmoid(jnp.dot(x, w_c, precision=self.precision) + b_c)
-        transform = jax.nn.relu(jnp.dot(x, w_t, precision=self.precision) + b_t)
+        gate = jax.nn.sigmoid(mm.matmul(x, w_c, self.precision) + b_c)
+        transform = jax.nn.relu(mm.matmul(x, w_t, self.precision) + b_t)
         return gate * transform + (1.0 - gate) * x
 
 

@@ -70,13 +70,15 @@ class LanguageModel(nn.Module):
     fused_backward: bool = True
     freeze_word_vectors: bool = False
     char_cnn_scan_rows: Optional[int] = None  # None: `char_cnn.resolve_scan_rows` (CPU 16, else 0)
+    precision: Any = None  # of every matmul (`matmul.BF16_OPERANDS`: bfloat16 operands)
 
     def setup(self):
         opts = self.options
-        self.token_encoder = TokenEncoder(opts, self.dtype, precision=None,
+        self.token_encoder = TokenEncoder(opts, self.dtype, precision=self.precision,
                                           freeze_word_vectors=self.freeze_word_vectors,
                                           scan_rows=resolve_scan_rows(self.char_cnn_scan_rows))
-        self.lstm = LSTMStack(opts, opts.n_directions, self.dtype, precision=None, hoist_input=self.hoist_input,
+        self.lstm = LSTMStack(opts, opts.n_directions, self.dtype, precision=self.precision,
+                              hoist_input=self.hoist_input,
                               remat=self.remat, dropout_rate=self.dropout_rate, fused_backward=self.fused_backward)
         self.softmax = Softmax(self.vocab_size, opts.projection_dim, shared=opts.share_embedding_softmax)
         self.output_dropout = nn.Dropout(self.dropout_rate)

@@ -24,6 +24,7 @@ import numpy as np
 from jax import lax
 
 from ..options import ModelOptions
+from . import matmul as mm
 
 FORGET_BIAS = 1.0  # added to the forget gate at run time; not stored in weight files
 
@@ -36,7 +37,7 @@ def _lstmp_cell(z, c_prev, proj, cell_clip, proj_clip, precision):
     c_raw = jax.nn.sigmoid(f + FORGET_BIAS) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(j)
     c = c_raw if cell_clip is None else jnp.clip(c_raw, -cell_clip, cell_clip)
     m = jax.nn.sigmoid(o) * jnp.tanh(c)
-    h_raw = m if proj is None else jnp.einsum("dbh,dhp->dbp", m, proj, precision=precision)
+    h_raw = m if proj is None else mm.einsum("dbh,dhp->dbp", m, proj, precision)
     h = h_raw if proj_clip is None else jnp.clip(h_raw, -proj_clip, proj_clip)
     return c_raw, c, m, h_raw, h
 
@@ -50,7 +51,13 @@ def _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, pr
     w_h = kernel[:, n_in:]
     bias_b = bias[:, None, :]  # [Dn, 1, 4H]
     if hoist_input:
-        seq = jnp.einsum("tdbi,dig->tdbg", xs, kernel[:, :n_in], precision=precision) + bias_b[None]
+        if mm.bf16_operands(precision):  # [Dn, T B, I] x [Dn, I, 4H]: XLA:CPU's form for a bfloat16 matmul
+            n_t, n_d, n_b = xs.shape[:3]
+            x_rows = jnp.transpose(xs, (1, 0, 2, 3)).reshape(n_d, n_t * n_b, n_in)
+            xw = mm.einsum("dni,dig->dng", x_rows, kernel[:, :n_in], precision)
+            seq = jnp.transpose(xw.reshape(n_d, n_t, n_b, -1), (1, 0, 2, 3)) + bias_b[None]
+        else:
+            seq = mm.einsum("tdbi,dig->tdbg", xs, kernel[:, :n_in], precision) + bias_b[None]
     else:
         seq = xs
 
@@ -58,10 +65,10 @@ def _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, pr
         h_prev, c_prev = carry
         x_or_xw, k = inputs
         if hoist_input:
-            z = x_or_xw + jnp.einsum("dbp,dpg->dbg", h_prev, w_h, precision=precision)
+            z = x_or_xw + mm.einsum("dbp,dpg->dbg", h_prev, w_h, precision)
         else:
             xh = jnp.concatenate([x_or_xw, h_prev], axis=-1)
-            z = jnp.einsum("dbk,dkg->dbg", xh, kernel, precision=precision) + bias_b
+            z = mm.einsum("dbk,dkg->dbg", xh, kernel, precision) + bias_b
         _, c, _, h_raw, h = _lstmp_cell(z, c_prev, proj, cell_clip, proj_clip, precision)
         k = k[None, :, None]  # [1, B, 1]
         h_new = jnp.where(k, h, h_prev)
@@ -77,12 +84,15 @@ def _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, pr
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10, 11))
 def _lstmp_fused(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll):
+    # matmul operands (bfloat16 under `matmul.BF16_OPERANDS`) cast once, not at every step
+    kernel, proj = mm.operand(kernel, precision), None if proj is None else mm.operand(proj, precision)
     (h_t, c_t), outputs = _forward_scan(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision,
                                         hoist_input, unroll, save=False)
     return outputs, (h_t, c_t)
 
 
 def _lstmp_fused_fwd(kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll):
+    kernel, proj = mm.operand(kernel, precision), None if proj is None else mm.operand(proj, precision)
     (h_t, c_t), (outputs, h_prev, c_prev, h_raw, z) = _forward_scan(
         kernel, bias, proj, xs, keep, h0, c0, cell_clip, proj_clip, precision, hoist_input, unroll, save=True)
     return (outputs, (h_t, c_t)), (kernel, proj, xs, keep, h_prev, c_prev, h_raw, z)
@@ -104,6 +114,7 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
     run the same matmuls 1.3-3x slower. The per-step matmuls use pre-transposed weights."""
     kernel, proj, xs, keep, h_prev, c_prev, h_raw, z_all = residuals
     d_out, (d_ht, d_ct) = cotangents
+    kernel_dtype = proj_dtype = xs.dtype  # the primal weights' (lstmp_layer_scan casts them to xs's)
     n_t, n_d, n_b, n_in = xs.shape
     n_g = kernel.shape[-1]
     n_h = n_g // 4
@@ -112,7 +123,13 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
     def rows(a):  # [Dn, B, T, F] -> [Dn, B * T, F] (B major: a sharded B stays whole blocks)
         return a.reshape(n_d, n, a.shape[-1])
 
-    xh = rows(jnp.transpose(jnp.concatenate([xs, h_prev], axis=-1), (1, 2, 0, 3)))  # [Dn, N, I + P]
+    xh = jnp.concatenate([xs, h_prev], axis=-1)  # [T, Dn, B, I + P]
+    bf16 = mm.bf16_operands(precision)
+    if bf16:  # [x; h_prev]^T [Dn, I + P, N] transposed before (B, T) are merged: a real copy with the
+        # contracted axis innermost (else XLA folds the transpose into the matmul, which then runs in float32)
+        xh_t = jnp.transpose(xh, (1, 3, 2, 0)).reshape(n_d, -1, n)
+    else:  # float32: the transpose folded into the matmul (bit for bit the results before bfloat16 existed)
+        xh_t = jnp.swapaxes(rows(jnp.transpose(xh, (1, 2, 0, 3))), 1, 2)
     w_h_t = jnp.swapaxes(kernel[:, n_in:], 1, 2)  # [Dn, 4H, P]
     proj_t = None if proj is None else jnp.swapaxes(proj, 1, 2)  # [Dn, P, H]
     n_p = h_prev.shape[-1]
@@ -132,7 +149,7 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
         if proj is not None:
             if proj_clip is not None:
                 dh = jnp.where(jnp.abs(hr) <= proj_clip, dh, 0.0)
-            dm = jnp.einsum("dbp,dph->dbh", dh, proj_t, precision=precision)
+            dm = mm.einsum("dbp,dph->dbh", dh, proj_t, precision)
         else:
             dm = dh
         dc = dc + dm * so * (1.0 - tc * tc)
@@ -140,7 +157,7 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
             dc = jnp.where(jnp.abs(c_raw) <= cell_clip, dc, 0.0)
         dz = jnp.concatenate([dc * tj * si * (1.0 - si), dc * si * (1.0 - tj * tj),
                               dc * cp * sf * (1.0 - sf), dm * tc * so * (1.0 - so)], axis=-1)
-        dh_prev = jnp.einsum("dbg,dgp->dbp", dz, w_h_t, precision=precision) + jnp.where(k, 0.0, dh_new)
+        dh_prev = mm.einsum("dbg,dgp->dbp", dz, w_h_t, precision) + jnp.where(k, 0.0, dh_new)
         dc_prev = dc * sf + jnp.where(k, 0.0, dc_new)
         dz_buf = lax.dynamic_update_index_in_dim(dz_buf, dz, t, axis=2)
         m_buf = lax.dynamic_update_index_in_dim(m_buf, m, t, axis=2)
@@ -153,11 +170,15 @@ def _lstmp_fused_bwd(cell_clip, proj_clip, precision, hoist_input, unroll, resid
     (dh0, dc0, dz, m, dh_raw), _ = lax.scan(
         step, (d_ht, d_ct) + bufs, (jnp.arange(n_t), z_all, c_prev, h_raw, d_out, keep), reverse=True, unroll=unroll)
     dz = rows(dz)
-    d_kernel = jnp.einsum("dkn,dng->dkg", jnp.swapaxes(xh, 1, 2), dz, precision=precision)
+    d_kernel = mm.einsum("dkn,dng->dkg", xh_t, dz, precision).astype(kernel_dtype)
     d_bias = jnp.sum(dz, axis=1)
-    d_xs = jnp.einsum("dng,dgi->dni", dz, jnp.swapaxes(kernel[:, :n_in], 1, 2), precision=precision)
+    if bf16:  # W_x as stored ([Dn, I, 4H]): the bfloat16 matmul ran 2-4x slower with it transposed first
+        d_xs = mm.einsum("dng,dig->dni", dz, kernel[:, :n_in], precision)
+    else:
+        d_xs = mm.einsum("dng,dgi->dni", dz, jnp.swapaxes(kernel[:, :n_in], 1, 2), precision)
+    d_xs = d_xs.astype(xs.dtype)
     d_xs = jnp.transpose(d_xs.reshape(n_d, n_b, n_t, n_in), (2, 0, 1, 3))  # [T, Dn, B, I]
-    d_proj = None if proj is None else jnp.einsum("dnh,dnp->dhp", rows(m), rows(dh_raw), precision=precision)
+    d_proj = None if proj is None else mm.einsum("dnh,dnp->dhp", rows(m), rows(dh_raw), precision).astype(proj_dtype)
     d_keep = np.zeros(keep.shape, jax.dtypes.float0)
     return d_kernel, d_bias, d_proj, d_xs, d_keep, dh0, dc0
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..options import ModelOptions
+from . import matmul as mm
 from .char_cnn import CharCNN
 from .highway import Highway
 
@@ -77,5 +78,5 @@ class TokenEncoder(nn.Module):
             w = self.param("W_proj", lambda k, s, d=jnp.float32: jax.random.normal(k, s, d) * jnp.sqrt(1.0 / f),
                            (f, opts.projection_dim))
             b = self.param("b_proj", nn.initializers.zeros, (opts.projection_dim,))
-            x = jnp.dot(x, w.astype(self.dtype), precision=self.precision) + b.astype(self.dtype)
+            x = mm.matmul(x, w.astype(self.dtype), self.precision) + b.astype(self.dtype)
         return x

@@ -40,6 +40,7 @@ from ..data import Batcher
 from ..hub import resolve_model
 from ..loss import LogUniformSampler
 from ..modules.lstm import zero_state
+from ..modules.matmul import unfused_bf16_matmuls
 from ..prefetch import Prefetcher
 from ..vectors import initial_word_table
 from ..vocab import Vocabulary, resolve_files
@@ -135,6 +136,13 @@ class CompiledSteps:
                                         abstract_batch(self.inputs, bucket, self.cfg.unroll_steps, self.mesh),
                                         abstract_negatives(self.cfg.n_negative_samples, self.mesh))
             program = lowered.compile()
+            if self.cfg.matmul_precision == "bfloat16" and self.cfg.precision == "float32" \
+                    and jax.default_backend() == "cpu":
+                unfused = unfused_bf16_matmuls(program.as_text())
+                if unfused:
+                    raise ConfigError(f"this XLA:CPU (jax {jax.__version__}) cannot run {len(unfused)} of the train "
+                                      f"step's bfloat16 matmuls ({', '.join(unfused[:3])}); set matmul_precision to "
+                                      f"\"float32\"", "matmul_precision")
             self.programs[bucket] = program
             self.compiles[bucket] = self.compiles.get(bucket, 0) + 1
             if not self.quiet and jax.process_index() == 0:

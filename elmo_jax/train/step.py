@@ -26,6 +26,7 @@ from ..config import TrainConfig
 from ..loss import full_softmax_loss, log_uniform_expected_count_jax, sampled_softmax_loss
 from ..modules.language_model import LanguageModel, example_inputs, softmax_params
 from ..modules.lstm import zero_state
+from ..modules.matmul import BF16_OPERANDS
 from .kit import stop_output, with_clipping
 
 State = dict[str, Any]
@@ -33,9 +34,12 @@ State = dict[str, Any]
 
 def make_model(cfg: TrainConfig, vocab_size: int) -> LanguageModel:
     dtype = jnp.bfloat16 if cfg.precision == "bfloat16" else jnp.float32
+    # float32 compute with bfloat16 matmul operands (modules/matmul.py); bfloat16 compute has them anyway
+    precision = BF16_OPERANDS if cfg.matmul_precision == "bfloat16" and cfg.precision == "float32" else None
     return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat,
                          hoist_input=cfg.hoist_input, fused_backward=cfg.fused_backward,
-                         freeze_word_vectors=cfg.freeze_word_vectors, char_cnn_scan_rows=cfg.char_cnn_scan_rows)
+                         freeze_word_vectors=cfg.freeze_word_vectors, char_cnn_scan_rows=cfg.char_cnn_scan_rows,
+                         precision=precision)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -77,14 +81,14 @@ def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state:
         if negatives is None:
             # a large vocabulary's [N, V] logits are made 256 positions at a time (793k words: 0.8 GB)
             chunk = 256 if vocab_size > 100_000 else None
-            s, c = full_softmax_loss(hidden, targets, weights, w, b, chunk_size=chunk, precision=None)
+            s, c = full_softmax_loss(hidden, targets, weights, w, b, chunk_size=chunk, precision=model.precision)
         else:
             ids, tries = negatives["ids"][d], negatives["num_tries"][d]  # this direction's own set
             n_sampled = ids.shape[0]
             s, c = sampled_softmax_loss(
                 hidden, targets, weights, w, b, ids,
                 log_uniform_expected_count_jax(ids, tries, vocab_size, n_sampled),
-                log_uniform_expected_count_jax(targets, tries, vocab_size, n_sampled), precision=None)
+                log_uniform_expected_count_jax(targets, tries, vocab_size, n_sampled), precision=model.precision)
         sums.append(s)
         counts.append(c)
     return jnp.stack(sums), jnp.stack(counts), new_state
@@ -132,8 +136,9 @@ def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
 
 def make_eval_step(cfg: TrainConfig, vocab_size: int) -> Callable:
     """`eval_step(params, batch, lstm_state) -> (loss sums [Dn], counts [Dn], new lstm_state)`:
-    full softmax, no dropout, state carried between eval batches."""
-    model = make_model(cfg, vocab_size)
+    full softmax, no dropout, state carried between eval batches. Matmuls in float32 whatever
+    `matmul_precision` trained with: the perplexity is that of the model as it is exported and used."""
+    model = make_model(cfg.replace(matmul_precision="float32"), vocab_size)
 
     def eval_step(params, batch, lstm_state):
         sums, counts, new_state = direction_losses(model, params, batch, lstm_state, deterministic=True, rng=None,
