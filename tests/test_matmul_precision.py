@@ -14,10 +14,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from elmo_jax.config import TrainConfig
+from elmo_jax.config import ConfigError, TrainConfig
 from elmo_jax.modules import matmul as mm
 from elmo_jax.options import ModelOptions
+from elmo_jax.train import loop
 from elmo_jax.train.step import direction_losses, init_state, make_eval_step, make_model, make_train_step
+from test_train import tiny_config, write_corpus
 
 BF16 = mm.BF16_OPERANDS
 
@@ -161,8 +163,6 @@ def test_bf16_matmuls_reach_the_model_and_evaluation_stays_float32():
 
 
 def test_matmul_precision_is_validated():
-    from elmo_jax.configbase import ConfigError
-
     with pytest.raises(ConfigError, match="'matmul_precision' must be one of 'float32', 'bfloat16'"):
         TrainConfig(model=MODEL, matmul_precision="float16", heldout_files=None).validate()
 
@@ -187,3 +187,20 @@ def test_unfused_bf16_matmuls_predicts_what_xla_cpu_can_run(spec, shapes):
         assert "DotThunk" in str(e) or "BF16" in str(e), e
         ran = False
     assert ran == (not flagged), (flagged, ran)
+
+
+def test_training_runs_with_bf16_matmuls_and_stops_before_step_1_where_xla_cannot(tmp_path, monkeypatch):
+    """`train` with bfloat16 matmuls: the compiled steps pass the check and train; where the check
+    finds a matmul XLA:CPU cannot run, training stops with one config error before its first step."""
+    train_glob, _ = write_corpus(tmp_path / "corpus")
+    cfg = tiny_config(tmp_path, matmul_precision="bfloat16", heldout_files=train_glob, eval_batches=2,
+                      max_steps=3, checkpoint_every=3)
+    last = loop.train(cfg, str(tmp_path / "run"), progress=False)
+    assert last["step"] == 3 and np.isfinite(last["loss"]) and last["val_perplexity"] > 1
+    if jax.default_backend() != "cpu":
+        return
+    monkeypatch.setattr(loop, "unfused_bf16_matmuls", lambda text: ["dot.7"])
+    with pytest.raises(ConfigError, match=r"^matmul_precision: this XLA:CPU .* cannot run 1 of the train step's "
+                                          r"bfloat16 matmuls \(dot.7\); set matmul_precision to \"float32\"$"):
+        loop.train(cfg, str(tmp_path / "run2"), progress=False)
+    assert not (tmp_path / "run2" / "metrics.jsonl").exists()
