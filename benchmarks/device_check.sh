@@ -23,8 +23,12 @@
 # Override with PEAK_TFLOPS=...; train.py also prints the measured 8192^3 matmul rate.
 #
 # Environment knobs: PRECISION (float32), STEPS (10), SHAPES (small,medium,original),
-#   BATCHES (128,256,512: per-device rows), HOISTS (on,off), PEAK_TFLOPS, PYTHON,
-#   timeouts in seconds FIXTURE_TIMEOUT (90) and SHAPE_TIMEOUTS (small:90,medium:100,original:140).
+#   BATCHES (128,256,512: per-device rows), HOISTS (on,off), PEAK_TFLOPS, PYTHON, FIXTURES (on|off),
+#   VARIANTS: TrainConfig overrides to compare, ';' between variants, spaces between one variant's
+#   KEY=VALUE items, an empty variant = the config as it is; (b) runs once per variant, e.g.
+#   VARIANTS='; scan_unroll=20; matmul_precision=bfloat16' (default: the empty variant only),
+#   timeouts in seconds FIXTURE_TIMEOUT (90) and SHAPE_TIMEOUTS (small:150,medium:100,original:140),
+#   each per shape and variant.
 #
 # Python: $PYTHON, else .venv/bin/python when it imports jax, else python3. If jax sees no GPU
 # (full mode), the project is installed with jax[cuda12]: `pip install --no-index --find-links
@@ -131,26 +135,41 @@ main() {
   rm -f "$jsonl"
 
   # --- (a) fixture embeddings
-  echo; echo "== (a) bilm-tf fixture embeddings, max |diff| to lm_embeddings_*.hdf5"
-  timeout -k 10 "${FIXTURE_TIMEOUT:-90}" "$PY" benchmarks/fixture_check.py
-  local rc=$?
-  [ $rc = 124 ] && echo "(a) TIMED OUT"
-  [ $rc = 1 ] && status=1
+  local rc=0
+  if [ "${FIXTURES:-on}" = off ]; then
+    echo; echo "== (a) skipped (FIXTURES=off)"
+  else
+    echo; echo "== (a) bilm-tf fixture embeddings, max |diff| to lm_embeddings_*.hdf5"
+    timeout -k 10 "${FIXTURE_TIMEOUT:-90}" "$PY" benchmarks/fixture_check.py
+    rc=$?
+    [ $rc = 124 ] && echo "(a) TIMED OUT"
+    [ $rc = 1 ] && status=1
+  fi
 
   # --- (b) train throughput and MFU, one process per shape, each bounded
   echo; echo "== (b) train step: tokens/s and MFU ($precision, $steps timed steps, peak ${peak[*]:-measured})"
-  local first=1 shape limit
-  for shape in ${shapes//,/ }; do
-    limit=$(echo "${SHAPE_TIMEOUTS:-small:90,medium:100,original:140}" | tr ',' '\n' | sed -n "s/^$shape://p")
-    [ "$MODE" = smoke ] && limit=240
-    local header=()
-    [ $first = 1 ] || header=(--one)  # header (jax, peak, legend) once; --one prints table lines only
-    timeout -k 10 "${limit:-120}" "$PY" benchmarks/train.py "${header[@]}" --shapes "$shape" --batch-sizes "$batches" \
-      --hoist "$hoists" --remat on --precision "$precision" --steps "$steps" "${peak[@]}" --no-data --jsonl "$jsonl"
-    rc=$?
-    [ $rc = 124 ] && echo "$shape: TIMED OUT after ${limit:-120} s (lines above are complete)"
-    [ $rc != 0 ] && [ $rc != 124 ] && { echo "$shape: train.py exit $rc"; status=1; }
-    first=0
+  local first=1 shape limit variant item
+  local -a variants sets items
+  IFS=';' read -r -a variants <<<"${VARIANTS:-}"
+  [ ${#variants[@]} = 0 ] && variants=("")
+  for variant in "${variants[@]}"; do
+    sets=()
+    read -r -a items <<<"$variant"
+    for item in "${items[@]}"; do sets+=(--set "$item"); done
+    [ ${#variants[@]} -gt 1 ] && echo "-- variant: ${items[*]:-(the config as it is)}"
+    for shape in ${shapes//,/ }; do
+      limit=$(echo "${SHAPE_TIMEOUTS:-small:150,medium:100,original:140}" | tr ',' '\n' | sed -n "s/^$shape://p")
+      [ "$MODE" = smoke ] && limit=240
+      local header=()
+      [ $first = 1 ] || header=(--one)  # header (jax, peak, legend) once; --one prints table lines only
+      timeout -k 10 "${limit:-120}" "$PY" benchmarks/train.py "${header[@]}" --shapes "$shape" --batch-sizes "$batches" \
+        --hoist "$hoists" --remat on --precision "$precision" --steps "$steps" "${peak[@]}" --no-data --jsonl "$jsonl" \
+        "${sets[@]}"
+      rc=$?
+      [ $rc = 124 ] && echo "$shape: TIMED OUT after ${limit:-120} s (lines above are complete)"
+      [ $rc != 0 ] && [ $rc != 124 ] && { echo "$shape: train.py exit $rc"; status=1; }
+      first=0
+    done
   done
 
   # --- (c) compile seconds and memory
@@ -161,13 +180,14 @@ try:
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 except FileNotFoundError:
     rows = []
-print(f"{'shape':8s} {'rows':>5s} {'hoist':>5s} {'compile_s':>9s} {'temp_GB':>8s} {'args_GB':>8s} {'out_GB':>7s} "
+print(f"{'shape':8s} {'rows':>5s} {'hoist':>5s} {'variant':>24s} {'compile_s':>9s} {'temp_GB':>8s} {'args_GB':>8s} {'out_GB':>7s} "
       f"{'alias_GB':>8s} {'peak_in_use_GB':>14s} {'tokens/s':>9s} {'MFU':>6s}")
 for r in rows:
     m = r.get("memory_analysis") or {}
     g = lambda k: m.get(k, float("nan")) / 1e9
     peak = r.get("peak_bytes_in_use")
-    print(f"{r['shape']:8s} {r['rows']:5d} {'on' if r['hoist'] else 'off':>5s} {r['compile_s']:9.1f} {g('temp'):8.2f} "
+    variant = " ".join(r.get("sets") or []) or "-"
+    print(f"{r['shape']:8s} {r['rows']:5d} {'on' if r['hoist'] else 'off':>5s} {variant:>24s} {r['compile_s']:9.1f} {g('temp'):8.2f} "
           f"{g('argument'):8.2f} {g('output'):7.2f} {g('alias'):8.2f} "
           f"{(peak / 1e9 if peak else float('nan')):14.2f} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%}")
 print(f"{len(rows)} lines; peak_in_use is the process's high-water mark (one process per shape).")

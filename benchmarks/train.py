@@ -363,7 +363,7 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
         "steps": steps, "compile_s": compile_s, "warmup_step_s": warm_s, "step_s": med,
         "step_s_all": times, "tokens_per_s": rows * t / med, "flops": flops,
         "flops_per_s": flops["step"] / med, "memory_analysis": mem, "peak_bytes_in_use": peak_bytes,
-        "prepare_ms": prep_ms, "first_loss": loss0, "bilm_tf_tokens_per_s": ref,
+        "prepare_ms": prep_ms, "first_loss": loss0, "bilm_tf_tokens_per_s": ref, "sets": list(overrides),
     }
 
 

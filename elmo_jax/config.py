@@ -59,7 +59,8 @@ class TrainConfig(ConfigBase):
     #   bfloat16 rounds them, float32 accumulation, all else float32; 2-4x faster matmuls with AMX or GPUs
     seed: int = 0
     remat: bool = True  # rematerialise the LSTM scan body in the backward pass (autodiff path only)
-    hoist_input: bool = False  # LSTM input matmul for all steps at once (GPUs prefer it; slower on CPU)
+    hoist_input: bool = False  # LSTM input matmul for all steps at once (slower on CPU; no faster on an H200)
+    scan_unroll: int = 1  # LSTM time steps per scan iteration (lax.scan unroll; unroll_steps: no loop)
     fused_backward: bool = True  # hand-written LSTM backward pass (weight gradients as one matmul each)
     char_cnn_scan_rows: Optional[int] = None  # char-CNN rows per device per scan step; 0: one convolution
     #   per width; None: 16 on a CPU (2x faster there), 0 on an accelerator (modules/char_cnn.py)
@@ -77,7 +78,7 @@ class TrainConfig(ConfigBase):
 
         self.check_ranges(
             source, positive=("batch_size", "unroll_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                              "eval_batches", "max_steps"),
+                              "eval_batches", "max_steps", "scan_unroll"),
             non_negative=("n_negative_samples", "eval_every", "seed", "char_cnn_scan_rows"), probability=("dropout",),
             positive_number=("learning_rate", "n_epochs"), at_least_zero=("clip_norm", "initial_accumulator"))
         self.model.validate(source)

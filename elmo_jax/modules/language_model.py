@@ -71,6 +71,7 @@ class LanguageModel(nn.Module):
     freeze_word_vectors: bool = False
     char_cnn_scan_rows: Optional[int] = None  # None: `char_cnn.resolve_scan_rows` (CPU 16, else 0)
     precision: Any = None  # of every matmul (`matmul.BF16_OPERANDS`: bfloat16 operands)
+    scan_unroll: int = 1  # LSTM time steps per scan iteration
 
     def setup(self):
         opts = self.options
@@ -79,7 +80,8 @@ class LanguageModel(nn.Module):
                                           scan_rows=resolve_scan_rows(self.char_cnn_scan_rows))
         self.lstm = LSTMStack(opts, opts.n_directions, self.dtype, precision=self.precision,
                               hoist_input=self.hoist_input,
-                              remat=self.remat, dropout_rate=self.dropout_rate, fused_backward=self.fused_backward)
+                              remat=self.remat, dropout_rate=self.dropout_rate, fused_backward=self.fused_backward,
+                              unroll=self.scan_unroll)
         self.softmax = Softmax(self.vocab_size, opts.projection_dim, shared=opts.share_embedding_softmax)
         self.output_dropout = nn.Dropout(self.dropout_rate)
 

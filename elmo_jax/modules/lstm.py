@@ -255,6 +255,7 @@ class LSTMPLayer(nn.Module):
     hoist_input: bool = False
     remat: bool = False
     fused_backward: bool = False
+    unroll: int = 1  # time steps per scan iteration (lax.scan's unroll)
 
     @nn.compact
     def __call__(self, xs, mask, h0, c0):
@@ -269,7 +270,7 @@ class LSTMPLayer(nn.Module):
             kernel, bias, proj, xs, mask, h0, c0,
             cell_clip=opts.cell_clip, proj_clip=opts.proj_clip if proj is not None else None,
             precision=self.precision, hoist_input=self.hoist_input, remat=self.remat,
-            fused_backward=self.fused_backward)
+            unroll=self.unroll, fused_backward=self.fused_backward)
 
 
 class LSTMStack(nn.Module):
@@ -286,6 +287,7 @@ class LSTMStack(nn.Module):
     remat: bool = False  # rematerialise the scan body in the backward pass (training)
     dropout_rate: float = 0.0  # on each layer's input (bilm-tf training uses 0.1)
     fused_backward: bool = False  # hand-written backward pass (weight gradients as one matmul each)
+    unroll: int = 1  # time steps per scan iteration (lax.scan's unroll; see `lstmp_layer_scan`)
 
     @nn.compact
     def __call__(
@@ -309,7 +311,7 @@ class LSTMStack(nn.Module):
                 layer_in = nn.Dropout(self.dropout_rate)(layer_in, deterministic=deterministic)
             out, (h_t, c_t) = LSTMPLayer(
                 opts, self.dtype, self.precision, self.hoist_input, self.remat, self.fused_backward,
-                name=f"layer_{layer}")(
+                self.unroll, name=f"layer_{layer}")(
                 layer_in, mask_tm, initial_state["h"][layer], initial_state["c"][layer])
             if opts.use_skip_connections and layer > 0:
                 # bilm-tf wraps ResidualWrapper in DropoutWrapper: the residual is the dropped input.

@@ -39,7 +39,7 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> LanguageModel:
     return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat,
                          hoist_input=cfg.hoist_input, fused_backward=cfg.fused_backward,
                          freeze_word_vectors=cfg.freeze_word_vectors, char_cnn_scan_rows=cfg.char_cnn_scan_rows,
-                         precision=precision)
+                         precision=precision, scan_unroll=cfg.scan_unroll)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
