@@ -120,6 +120,18 @@ def failed(what: str, proc: subprocess.CompletedProcess) -> None:
     raise SystemExit(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))
 
 
+def bilmtf_interpreter(bilm_tf: str, shim: str) -> tuple[str, str]:
+    """(python, src) of the directory `../shared/tools/bilm-tf/setup.sh` made, checked with the shim."""
+    python = os.path.join(bilm_tf, "venv", "bin", "python")
+    src = os.path.join(bilm_tf, "src")
+    if not os.path.exists(python) or not os.path.isdir(os.path.join(src, "bilm")):
+        raise SystemExit(f"--bilm-tf {bilm_tf}: no venv/bin/python and src/bilm there; make them with "
+                         f"`bash ../shared/tools/bilm-tf/setup.sh {bilm_tf}`")
+    if not os.path.exists(shim):
+        raise SystemExit(f"--shim {shim}: not found (it is ../shared/tools/bilm-tf/bilmtf_shim.py)")
+    return python, src
+
+
 def run_bilmtf(python: str, shim: str, src: str, child: str, options: dict, train_glob: str, vocab: str,
                work: str, env: dict) -> float:
     """bilm-tf's median step seconds for `options` (a fresh process, a fresh save directory)."""
@@ -177,13 +189,7 @@ def main() -> None:
             raise SystemExit(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
 
-    python = os.path.join(args.bilm_tf, "venv", "bin", "python")
-    src = os.path.join(args.bilm_tf, "src")
-    if not os.path.exists(python) or not os.path.isdir(os.path.join(src, "bilm")):
-        raise SystemExit(f"--bilm-tf {args.bilm_tf}: no venv/bin/python and src/bilm there; make them with "
-                         f"`bash ../shared/tools/bilm-tf/setup.sh {args.bilm_tf}`")
-    if not os.path.exists(args.shim):
-        raise SystemExit(f"--shim {args.shim}: not found (it is ../shared/tools/bilm-tf/bilmtf_shim.py)")
+    python, src = bilmtf_interpreter(args.bilm_tf, args.shim)
     shapes = [s for s in args.shapes.split(",") if s]
     for s in shapes:
         if s not in DEFAULT_STEPS:
