@@ -45,6 +45,13 @@ BILMTF_MEASURED: list[dict] = [
     # 302 / 7,626 / 1,518, seed 1 114,375 / 3,158 / 19,006).
     {"label": "docs seed 0", "forward": 1.709e10, "backward": 2.890e9, "average": 7.028e9},
     {"label": "docs seed 1", "forward": 10020.2, "backward": 2377.65, "average": 4881.04},
+    # The same recipe again with the LSTM state bilm-tf's train() carried at its end kept
+    # (benchmarks/bilmtf_zero_state.py): 40 heldout batches of 32 x 20 from the zero state (51% and 30% of
+    # the forward LM's second-layer cells end at the clip) and from that carried state.
+    {"label": "docs s0, again", "forward": 1.7379e10, "backward": 307.29, "average": 2.3109e6,
+     "carried_forward": 280.22, "carried_backward": 294.91, "carried_average": 287.47},
+    {"label": "docs s1, again", "forward": 3357415.0, "backward": 527.0, "average": 42063.0,
+     "carried_forward": 285.0, "carried_backward": 282.9, "carried_average": 283.9},
 ]
 
 
@@ -69,14 +76,18 @@ def train_and_measure(args, seed: int) -> dict:
         cmd += ["--set", s]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
-    cmd = cli("perplexity", "--run-dir", run_dir, "--files", args.heldout, "--batch-size", str(args.eval_rows))
-    if args.max_batches:
-        cmd += ["--max-batches", str(args.max_batches)]
-    print("+", " ".join(cmd), flush=True)
-    out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
-    res = json.loads(out[out.index("{"):])
-    return {"seed": seed, "forward": res["perplexity_forward"], "backward": res["perplexity_backward"],
-            "average": res["perplexity_average"], "tokens": res["tokens"], "run_dir": run_dir}
+    row = {"seed": seed, "run_dir": run_dir}
+    for start, flag in (("", []), ("carried_", ["--from-training-state"])):
+        cmd = cli("perplexity", "--run-dir", run_dir, "--files", args.heldout, "--batch-size", str(args.eval_rows),
+                  *flag)
+        if args.max_batches:
+            cmd += ["--max-batches", str(args.max_batches)]
+        print("+", " ".join(cmd), flush=True)
+        out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+        res = json.loads(out[out.index("{"):])
+        row.update({f"{start}forward": res["perplexity_forward"], f"{start}backward": res["perplexity_backward"],
+                    f"{start}average": res["perplexity_average"], f"{start}tokens": res["tokens"]})
+    return row
 
 
 def fmt(x) -> str:
@@ -103,10 +114,13 @@ def main(argv=None) -> int:
     rows = [train_and_measure(args, int(s)) for s in args.seeds.split(",") if s.strip()]
 
     print(f"\nelmo-jax, shape {args.shape}, {args.steps} steps, overrides {args.set or []} "
-          f"(full-softmax heldout perplexity, `elmo-jax perplexity`):")
-    print(f"{'seed':>6} {'forward':>14} {'backward':>14} {'average':>14}")
+          f"(full-softmax heldout perplexity, `elmo-jax perplexity`), from the zero LSTM state (where evaluation, "
+          f"bilm-tf's test and every embedder start) | from the state training carried (--from-training-state):")
+    print(f"{'seed':>6} {'forward':>14} {'backward':>14} {'average':>14} | {'forward':>10} {'backward':>10} "
+          f"{'average':>10}")
     for r in rows:
-        print(f"{r['seed']:>6} {fmt(r['forward']):>14} {fmt(r['backward']):>14} {fmt(r['average']):>14}")
+        print(f"{r['seed']:>6} {fmt(r['forward']):>14} {fmt(r['backward']):>14} {fmt(r['average']):>14} | "
+              f"{fmt(r['carried_forward']):>10} {fmt(r['carried_backward']):>10} {fmt(r['carried_average']):>10}")
     print(f"\nreference, {BILMTF_CEO['corpus']}, {BILMTF_CEO['steps']} steps (CONSTANTS measured by the CEO):")
     print(f"{'':>14} {'forward':>14} {'backward':>14} {'average':>14}")
     for r in BILMTF_CEO["runs"]:
@@ -115,10 +129,11 @@ def main(argv=None) -> int:
         print(f"{'elmo-jax s' + str(r['seed']):>14} {fmt(r.get('forward')):>14} {fmt(r.get('backward')):>14} "
               f"{fmt(r['average']):>14}")
     if BILMTF_MEASURED:
-        print("\nbilm-tf measured in the issue-9 investigation:")
+        print("\nbilm-tf measured in the issue-9 investigation (from zero | from the carried state):")
         for r in BILMTF_MEASURED:
             print(f"{r.get('label', ''):>14} {fmt(r.get('forward')):>14} {fmt(r.get('backward')):>14} "
-                  f"{fmt(r.get('average')):>14}")
+                  f"{fmt(r.get('average')):>14} | {fmt(r.get('carried_forward')):>10} "
+                  f"{fmt(r.get('carried_backward')):>10} {fmt(r.get('carried_average')):>10}")
     json.dump(rows, open(os.path.join(args.out_dir, "seeds.json"), "w"), indent=1)
     print(f"\nruns and seeds.json in {args.out_dir}")
     return 0

@@ -267,7 +267,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
     result = run_perplexity(args.run_dir, args.files, step=args.step, batch_size=args.batch_size,
-                            unroll_steps=args.unroll_steps, max_batches=args.max_batches)
+                            unroll_steps=args.unroll_steps, max_batches=args.max_batches,
+                            from_training_state=args.from_training_state)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -370,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--unroll-steps", type=int, default=20)
     p.add_argument("--max-batches", type=int)
+    p.add_argument("--from-training-state", action="store_true",
+                   help="start from the LSTM state training carried at that checkpoint instead of the zero state "
+                        "(evaluation and embedders start from zero: a model far better from here was trained only "
+                        "from carried states; see state_reset_prob)")
 
     p = add("export", cmd_export, "Export a run's checkpoint: options.json, weights.hdf5 (bilm-tf), params.npz.")
     p.add_argument("--run-dir", required=True)

@@ -47,6 +47,9 @@ class TrainConfig(ConfigBase):
     initial_accumulator: float = 1.0  # Adagrad
     clip_norm: float = 10.0  # global-norm gradient clip (0 = none)
     dropout: float = 0.1  # on each LSTM layer's input and the top output
+    state_reset_prob: float = 0.02  # each step, each row's carried LSTM state restarts from zero with this
+    #   probability, so that the zero state evaluation and embedders start from is one the LM learned from
+    #   (0: always carried, bilm-tf's recipe; see train/step.py reset_rows and the README)
     max_steps: Optional[int] = None  # stop after this many steps (None: n_epochs decides)
     n_epochs: float = 10.0  # epochs of the training data (its token count decides the steps)
     log_every: int = 10
@@ -79,7 +82,8 @@ class TrainConfig(ConfigBase):
         self.check_ranges(
             source, positive=("batch_size", "unroll_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                               "eval_batches", "max_steps", "scan_unroll"),
-            non_negative=("n_negative_samples", "eval_every", "seed", "char_cnn_scan_rows"), probability=("dropout",),
+            non_negative=("n_negative_samples", "eval_every", "seed", "char_cnn_scan_rows"),
+            probability=("dropout", "state_reset_prob"),
             positive_number=("learning_rate", "n_epochs"), at_least_zero=("clip_norm", "initial_accumulator"))
         self.model.validate(source)
         if not self.tokenize:

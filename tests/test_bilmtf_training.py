@@ -43,7 +43,8 @@ def bilm_tf_config(options: dict) -> TrainConfig:
     return TrainConfig.from_dict({
         "model": options, "train_files": data, "heldout_files": None, "vocab": str(TRAIN_DIR / "vocab.txt"),
         "batch_size": 2, "unroll_steps": 10, "n_negative_samples": 16, "max_steps": STEPS, "clip_norm": 1.0,
-        "dropout": 0.1, "optimizer": "adagrad", "learning_rate": 0.2, "log_every": 50, "seed": 0})
+        "dropout": 0.1, "optimizer": "adagrad", "learning_rate": 0.2, "log_every": 50, "seed": 0,
+        "state_reset_prob": 0.0})  # bilm-tf never resets the carried state
 
 
 def train_and_test(tmp_path: Path, options: dict) -> dict:

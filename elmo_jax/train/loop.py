@@ -52,7 +52,8 @@ from .metrics import IntervalMeans, MetricsWriter
 from .plot import METRICS_FILE
 from .preemption import PreemptionGuard
 from .rundir import (CHECKPOINT_DIR, CONFIG_FILE, IMPORTED_KEY, check_compatible, checkpoint_meta, data_abstract,
-                     load_run_params, resolve_data, resolve_tokenizer, resolve_vocab_path)
+                     load_run_params, load_run_state, resolve_data, resolve_tokenizer,
+                     resolve_vocab_path)
 from .runlock import RunLock
 from .step import init_state, make_eval_step, make_optimizer, make_train_step
 from .tensorboard import TENSORBOARD_DIR
@@ -209,9 +210,17 @@ class Evaluator:
         self.max_batches = max_batches
         self.mesh, self.cfg = mesh, cfg
 
-    def __call__(self, params: Any) -> dict:
+    def __call__(self, params: Any, lstm_state: Any = None) -> dict:
+        """Perplexities from the zero LSTM state (as every embedder starts), or from `lstm_state`
+        (the training carry: its first `self.rows` rows are used)."""
         self.batcher.restore(self.start)
-        lstm_state = jax.device_put(zero_state(self.cfg.model, self.rows), shd.batch_sharding(self.mesh, 4, axis=2))
+        sharding = shd.batch_sharding(self.mesh, 4, axis=2)
+        if lstm_state is None:
+            lstm_state = jax.device_put(zero_state(self.cfg.model, self.rows), sharding)
+        else:
+            rows = self.rows
+            lstm_state = jax.jit(lambda s: jax.tree_util.tree_map(lambda x: x[:, :, :rows], s),
+                                 out_shardings=sharding)(lstm_state)
         n_dir = self.cfg.model.n_directions
         sums, counts = np.zeros(n_dir), np.zeros(n_dir)
         for i, batch in enumerate(self.batcher):
@@ -227,6 +236,26 @@ class Evaluator:
         if n_dir == 2:
             out["val_perplexity_bwd"] = float(np.exp(means[1]))
         return out
+
+
+def carried_state_diagnosis(val: dict, carried: dict, train_perplexity: Optional[float],
+                            state_reset_prob: float = 0.0) -> str:
+    """What validation from the LSTM state training carried says about a warning raised by
+    validation from the zero state (`Evaluator(params, lstm_state)` gave `carried`)."""
+    parts = [f"validation from the LSTM state training carried: perplexity {carried['val_perplexity']:.1f}"]
+    if "val_perplexity_bwd" in carried:
+        parts[0] += f" (forward {carried['val_perplexity_fwd']:.1f}, backward {carried['val_perplexity_bwd']:.1f})"
+    carried_warnings = validation_warnings(carried, train_perplexity, None)
+    if not carried_warnings and carried["val_perplexity"] * WARN_VAL_OVER_TRAIN < val["val_perplexity"]:
+        advice = (f"raise state_reset_prob (now {state_reset_prob:g}) so that training starts more rows from zero"
+                  if state_reset_prob > 0 else
+                  "it was trained only from carried states, as bilm-tf trains: set state_reset_prob (default 0.02) "
+                  "so that training also starts rows from zero")
+        parts.append("the LM is sound from the state it was trained with, not from the zero state where "
+                     f"evaluation and every embedder start; {advice}")
+    elif carried_warnings:
+        parts.append("the LM is poor from the carried state too: check the softmax setting and learning rate")
+    return ": ".join(parts)
 
 
 def validation_warnings(val: dict, train_perplexity: Optional[float], previous: Optional[float]) -> list[str]:
@@ -400,10 +429,14 @@ def _train(cfg, run_dir, resume, progress, return_params, train_files, heldout_f
                     prev_val = val["val_perplexity"]
                     for w in warnings:
                         print(f"elmo-jax: WARNING at step {step_no}: {w}: the model may be broken even if the "
-                              "training loss looks fine (check the softmax setting and learning rate)",
-                              file=sys.stderr)
+                              "training loss looks fine", file=sys.stderr)
                     if warnings:
-                        record["warnings"] = warnings
+                        # is it the model, or only its start from the zero state? (one more validation pass)
+                        carried = evaluator(state["params"], state["lstm_state"])
+                        record.update({f"val_carried_{k[4:]}": v for k, v in carried.items() if k != "val_tokens"})
+                        diagnosis = carried_state_diagnosis(val, carried, record["perplexity"], cfg.state_reset_prob)
+                        print(f"elmo-jax: WARNING at step {step_no}: {diagnosis}", file=sys.stderr)
+                        record["warnings"] = warnings + [diagnosis]
                     clock["t"] += time.perf_counter() - t_eval  # validation time is not training time
                 last = record
                 writer.write(record)
@@ -526,17 +559,28 @@ def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, 
 
 
 def run_perplexity(run_dir: str, files: str, *, step: Optional[int] = None, batch_size: int = 64,
-                   unroll_steps: int = 20, max_batches: Optional[int] = None) -> dict:
-    """`elmo-jax perplexity`: full-softmax perplexity of a run's checkpoint on `files` (a glob)."""
-    cfg, params, step, _ = load_run_params(run_dir, step)
+                   unroll_steps: int = 20, max_batches: Optional[int] = None,
+                   from_training_state: bool = False) -> dict:
+    """`elmo-jax perplexity`: full-softmax perplexity of a run's checkpoint on `files` (a glob),
+    from the zero LSTM state (as evaluation and embedders start) or, with `from_training_state`,
+    from the state training carried at that checkpoint (its first `batch_size` rows; fewer rows
+    when training had fewer)."""
+    cfg, state, step, _ = load_run_state(run_dir, step)
     vocab = Vocabulary.from_file(resolve_vocab_path(cfg))
     file_list = resolve_files(files)
     mesh = shd.make_mesh()
-    params = jax.device_put(params, shd.replicated(mesh))
-    result = Evaluator(cfg, file_list, vocab, mesh, max_batches=max_batches, batch_size=batch_size,
-                       unroll_steps=unroll_steps)(params)
+    params = jax.device_put(state["params"], shd.replicated(mesh))
+    carried = None
+    if from_training_state:
+        carried = state["lstm_state"]
+        batch_size = min(batch_size, int(carried["h"].shape[2]))
+    evaluator = Evaluator(cfg, file_list, vocab, mesh, max_batches=max_batches, batch_size=batch_size,
+                          unroll_steps=unroll_steps)
+    result = evaluator(params, carried)
     return {"step": step, "files": len(file_list), "perplexity_forward": result["val_perplexity_fwd"],
             "perplexity_backward": result.get("val_perplexity_bwd"),  # None: a forward-only LM
             "perplexity_average": result["val_perplexity"],
             "average": "geometric mean of the two (exp of the mean of their mean losses), as bilm-tf",
+            "start": (f"the LSTM state training carried (its first {evaluator.rows} rows)" if from_training_state
+                      else "the zero LSTM state"),
             "tokens": result["val_tokens"]}

@@ -95,8 +95,9 @@ def data_abstract(ckpts: Checkpoints, step: int):
                                   is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
-def load_run_params(run_dir: str, step: Optional[int] = None) -> tuple[TrainConfig, dict, int, dict]:
-    """(config, params as NumPy, step, meta) of a run's checkpoint (latest, or `step`)."""
+def load_run_state(run_dir: str, step: Optional[int] = None) -> tuple[TrainConfig, dict, int, dict]:
+    """(config, whole train state: params, optimizer, step, rng, carried LSTM state; step, meta) of a
+    run's checkpoint (latest, or `step`)."""
     config_file = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(config_file):
         raise ElmoError("not a run directory (no config.json)", run_dir)
@@ -116,5 +117,11 @@ def load_run_params(run_dir: str, step: Optional[int] = None) -> tuple[TrainConf
         state, _, meta = ckpts.restore(step, abstract, data_abstract(ckpts, step))
     finally:
         ckpts.close()
+    return cfg, state, step, meta
+
+
+def load_run_params(run_dir: str, step: Optional[int] = None) -> tuple[TrainConfig, dict, int, dict]:
+    """(config, params as NumPy, step, meta) of a run's checkpoint (latest, or `step`)."""
+    cfg, state, step, meta = load_run_state(run_dir, step)
     params = jax.tree_util.tree_map(np.asarray, state["params"])
     return cfg, params, step, meta

@@ -94,6 +94,22 @@ def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state:
     return jnp.stack(sums), jnp.stack(counts), new_state
 
 
+RESET_STREAM = 0x5E7  # fold_in constant: the state-reset draws' own random stream (dropout uses the step key)
+
+
+def reset_rows(lstm_state: dict, key: jax.Array, prob: float) -> dict:
+    """The carried LSTM state with each row (axis 2 of every leaf) set to zero with probability
+    `prob`, all layers and directions of a row together: such a row starts this batch from the
+    zero state, as evaluation and every embedder start. Without it a model trained only from
+    carried states can fall, from a zero start, into saturated cells that never recover (see
+    `TrainConfig.state_reset_prob`). `prob` 0: the state unchanged."""
+    if prob <= 0:
+        return lstm_state
+    rows = jax.tree_util.tree_leaves(lstm_state)[0].shape[2]
+    keep = jax.random.bernoulli(key, 1.0 - prob, (rows,))
+    return jax.tree_util.tree_map(lambda x: jnp.where(keep[None, None, :, None], x, jnp.zeros_like(x)), lstm_state)
+
+
 def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
     """`train_step(state, batch, negatives) -> (state, metrics)`; `negatives` is None for the full
     softmax, or {'ids': int32 [2, S], 'num_tries': int32 [2]}: one set per direction (bilm-tf)."""
@@ -103,10 +119,11 @@ def make_train_step(cfg: TrainConfig, vocab_size: int) -> Callable:
 
     def train_step(state: State, batch: dict, negatives: dict | None):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        lstm_in = reset_rows(state["lstm_state"], jax.random.fold_in(rng, RESET_STREAM), cfg.state_reset_prob)
 
         def loss_fn(params):
             sums, counts, new_lstm = direction_losses(
-                model, params, batch, state["lstm_state"], deterministic=False, rng=rng,
+                model, params, batch, lstm_in, deterministic=False, rng=rng,
                 negatives=negatives, vocab_size=vocab_size)
             means = sums / jnp.maximum(counts, 1.0)
             loss = jnp.mean(means)  # bilm-tf: 0.5 (forward + backward); one direction: its loss
