@@ -63,7 +63,8 @@ class TrainConfig(ConfigBase):
     seed: int = 0
     remat: bool = True  # rematerialise the LSTM scan body in the backward pass (autodiff path only)
     hoist_input: bool = False  # LSTM input matmul for all steps at once (slower on CPU; no faster on an H200)
-    scan_unroll: int = 1  # LSTM time steps per scan iteration (lax.scan unroll; unroll_steps: no loop)
+    scan_unroll: Optional[int] = None  # LSTM time steps per scan iteration (lax.scan unroll); None: 1 on a
+    #   CPU (unrolling was slower there), the whole unroll_steps window on an accelerator (faster on an H200)
     fused_backward: bool = True  # hand-written LSTM backward pass (weight gradients as one matmul each)
     char_cnn_scan_rows: Optional[int] = None  # char-CNN rows per device per scan step; 0: one convolution
     #   per width; None: 16 on a CPU (2x faster there), 0 on an accelerator (modules/char_cnn.py)

@@ -85,6 +85,18 @@ def test_scan_unroll_reaches_every_lstm_scan_of_the_train_step() -> None:
     np.testing.assert_allclose(losses[3], losses[1], rtol=1e-6)
 
 
+def test_scan_unroll_default_depends_on_the_backend(monkeypatch) -> None:
+    from elmo_jax.train import step as step_module
+
+    cfg = TrainConfig(heldout_files=None, unroll_steps=20).validate()
+    assert cfg.scan_unroll is None
+    assert step_module.make_model(cfg, 50).scan_unroll == 1  # the test machine is a CPU
+    assert step_module.make_model(cfg.replace(scan_unroll=5), 50).scan_unroll == 5
+    monkeypatch.setattr(step_module.jax, "default_backend", lambda: "gpu")
+    assert step_module.make_model(cfg, 50).scan_unroll == 20
+    assert step_module.make_model(cfg.replace(scan_unroll=5), 50).scan_unroll == 5
+
+
 def test_scan_unroll_is_validated() -> None:
     with pytest.raises(ConfigError, match="'scan_unroll'"):
         TrainConfig(scan_unroll=0, heldout_files=None).validate()

@@ -39,7 +39,15 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> LanguageModel:
     return LanguageModel(cfg.model, vocab_size, cfg.dropout, dtype=dtype, remat=cfg.remat,
                          hoist_input=cfg.hoist_input, fused_backward=cfg.fused_backward,
                          freeze_word_vectors=cfg.freeze_word_vectors, char_cnn_scan_rows=cfg.char_cnn_scan_rows,
-                         precision=precision, scan_unroll=cfg.scan_unroll)
+                         precision=precision, scan_unroll=resolve_scan_unroll(cfg))
+
+
+def resolve_scan_unroll(cfg: TrainConfig) -> int:
+    """`scan_unroll` None -> 1 on a CPU backend (interleaved at the mid shape, unrolling 4 or 20 steps
+    made the train step 0.83x / 0.68x as fast), the whole window elsewhere (1.08-1.12x on an H200)."""
+    if cfg.scan_unroll is not None:
+        return cfg.scan_unroll
+    return 1 if jax.default_backend() == "cpu" else cfg.unroll_steps
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
