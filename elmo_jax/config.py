@@ -69,6 +69,8 @@ class TrainConfig(ConfigBase):
     char_cnn_scan_rows: Optional[int] = None  # char-CNN rows per device per scan step; 0: one convolution
     #   per width; None: 16 on a CPU (2x faster there), 0 on an accelerator (modules/char_cnn.py)
     shard_softmax: Literal["auto", "true", "false"] = "auto"  # shard the softmax rows over devices
+    sparse_softmax_update: bool = True  # sampled softmax + Adagrad: gather, update and write back only the
+    #   softmax rows a step reads (its targets and negatives), the dense update's numbers (train/step.py)
     init_from: Optional[str] = None  # fine-tune: a run dir (restart.py), an export dir or a model name (original, URL)
     init_optimizer_state: bool = True  # init_from a run dir: continue its optimizer state (false: a fresh one)
     word_vectors: Optional[str] = None  # GloVe text file: initial word embedding (word input) or word channel

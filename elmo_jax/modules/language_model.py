@@ -94,7 +94,9 @@ class LanguageModel(nn.Module):
             tokens = self.token_encoder(inputs["token_ids"], shifted=False)  # [Dn, B, T, P]
         mask = jnp.ones(tokens.shape[1:3], bool)  # training streams are packed: every slot is real
         outputs, new_state = self.lstm(tokens, mask, state, deterministic=deterministic)
-        self.softmax()  # create the softmax params at init
+        if self.is_initializing():
+            self.softmax()  # create the softmax params (the losses read them: `softmax_params`; a
+            #                 sparse train step passes only some of their rows, train/step.py)
         top = outputs[-1]
         if self.dropout_rate > 0:
             top = self.output_dropout(top, deterministic=deterministic)

@@ -89,32 +89,11 @@ def einsum(spec: str, a: jax.Array, b: jax.Array, precision: Any, **kwargs) -> j
     return jnp.einsum(spec, a, b, precision=precision, **kwargs)
 
 
-@jax.custom_vjp
-def _bf16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jnp.dot(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
-
-
-def _bf16_matmul_fwd(x, w):
-    out, (xb, wb, xd, wd) = _bf16_einsum_fwd("nk,kg->ng", x, w)
-    return out, (xb, wb, xd, wd)
-
-
-def _bf16_matmul_bwd(res, g):
-    xb, wb, x_dtype, w_dtype = res
-    gb = g.astype(jnp.bfloat16)
-    dx = jnp.einsum("ng,kg->nk", gb, wb, preferred_element_type=jnp.float32)
-    dw = jnp.einsum("nk,ng->kg", xb, gb, preferred_element_type=jnp.float32)
-    return dx.astype(x_dtype.dtype), dw.astype(w_dtype.dtype)
-
-
-_bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
-
-
 def matmul(x: jax.Array, w: jax.Array, precision: Any, **kwargs) -> jax.Array:
     """x [..., K] @ w [K, N] -> [..., N] (`jnp.dot`'s result; see `einsum` for `BF16_OPERANDS`)."""
     if bf16_operands(precision):
         lead = x.shape[:-1]
-        out = _bf16_matmul(x.reshape(-1, x.shape[-1]), w)
+        out = _bf16_einsum("nk,kg->ng", x.reshape(-1, x.shape[-1]), w)
         return out.reshape(*lead, w.shape[-1])
     return jnp.dot(x, w, precision=precision, **kwargs)
 
