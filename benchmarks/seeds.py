@@ -77,6 +77,9 @@ def train_and_measure(args, seed: int) -> dict:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     row = {"seed": seed, "run_dir": run_dir}
+    with open(os.path.join(run_dir, "config.json")) as fh:  # the run's resolved config: defaults included
+        resolved = json.load(fh)
+    row["config"] = {k: resolved.get(k) for k in SHOWN_KEYS}
     for start, flag in (("", []), ("carried_", ["--from-training-state"])):
         cmd = cli("perplexity", "--run-dir", run_dir, "--files", args.heldout, "--batch-size", str(args.eval_rows),
                   *flag)
@@ -88,6 +91,11 @@ def train_and_measure(args, seed: int) -> dict:
         row.update({f"{start}forward": res["perplexity_forward"], f"{start}backward": res["perplexity_backward"],
                     f"{start}average": res["perplexity_average"], f"{start}tokens": res["tokens"]})
     return row
+
+
+#: Training keys the summary prints as the runs resolved them (not only the overrides given).
+SHOWN_KEYS = ("n_negative_samples", "state_reset_prob", "matmul_precision", "optimizer", "learning_rate",
+              "batch_size", "dropout")
 
 
 def fmt(x) -> str:
@@ -116,6 +124,8 @@ def main(argv=None) -> int:
     print(f"\nelmo-jax, shape {args.shape}, {args.steps} steps, overrides {args.set or []} "
           f"(full-softmax heldout perplexity, `elmo-jax perplexity`), from the zero LSTM state (where evaluation, "
           f"bilm-tf's test and every embedder start) | from the state training carried (--from-training-state):")
+    if rows:
+        print("resolved: " + ", ".join(f"{k}={v}" for k, v in rows[0]["config"].items()))
     print(f"{'seed':>6} {'forward':>14} {'backward':>14} {'average':>14} | {'forward':>10} {'backward':>10} "
           f"{'average':>10}")
     for r in rows:
