@@ -20,6 +20,8 @@ One table line per (shape, rows, hoist, remat, precision) combination:
   `memory_stats()['peak_bytes_in_use']` (a process-wide high-water mark: combinations run in
   increasing size so it is about this line's peak; `--isolate` runs each line in a fresh
   process for an exact one).
+* on several devices, one more line per combination: the bytes the compiled step all-reduces per
+  device (data parallelism's gradient traffic; parsed from the compiled program's text).
 * bilm-tf's figure quoted in issue 9 for the 2-core CPU (small 64 x 20: 253 tokens/s, mid
   32 x 20: 957 tokens/s) and our/quoted ratio. It is NOT a like-for-like ratio: the same bilm-tf
   recipe ran at 532-572 (small) and 1,814-2,256 tokens/s (mid) on that CPU on another day. For
@@ -73,6 +75,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -334,6 +337,7 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
                    for k in ("temp", "argument", "output", "alias", "generated_code")}
     except Exception as e:  # noqa: BLE001 - a backend without it
         mem = {"error": str(e)}
+    reduced = all_reduce_bytes(compiled.as_text()) if n_dev > 1 else 0
     t0 = time.perf_counter()
     state, m = compiled(state, gbatch, negatives[0])
     loss0 = float(m["loss"])
@@ -364,7 +368,21 @@ def run_combo(shape: str, rows_per_device: int | None, hoist: bool, remat: bool,
         "step_s_all": times, "tokens_per_s": rows * t / med, "flops": flops,
         "flops_per_s": flops["step"] / med, "memory_analysis": mem, "peak_bytes_in_use": peak_bytes,
         "prepare_ms": prep_ms, "first_loss": loss0, "bilm_tf_tokens_per_s": ref, "sets": list(overrides),
+        "all_reduce_bytes": reduced,
     }
+
+
+def all_reduce_bytes(hlo_text: str) -> int:
+    """Bytes a compiled step all-reduces (each device's share of every all-reduce's operands): the
+    gradient traffic of data parallelism, e.g. a dense [V, P] softmax gradient (`sparse_softmax_update`)."""
+    total = 0
+    for line in hlo_text.splitlines():
+        m = re.search(r"= (.*?) all-reduce(?:-start)?\(", line)
+        if m:
+            for dtype, dims in re.findall(r"\b(f64|f32|bf16|f16|s32|u32)\[([\d,]*)\]", m.group(1)):
+                count = int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
+                total += count * (8 if dtype == "f64" else 2 if dtype in ("bf16", "f16") else 4)
+    return total
 
 
 # ------------------------------------------------------------------------------- output
@@ -507,6 +525,10 @@ def main() -> None:
         r = results[0]
         parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in r["flops"].items() if k not in ("forward", "step"))
         print(f"FLOPs of the first line, forward GFLOP by part: {parts}", flush=True)
+        for r in results:
+            if r["all_reduce_bytes"]:
+                print(f"{r['shape']} {r['rows']} rows: all-reduce {r['all_reduce_bytes'] / 2 ** 20:,.1f} MiB per step "
+                      "(operands of the compiled step's all-reduces, per device)", flush=True)
     if not args.no_data:
         print("input pipeline (host): prefetched Batcher batches/s; step-input preparation (distinct words, "
               "char cut) ms/batch", flush=True)
