@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -121,6 +122,14 @@ def test_export_gives_the_checkpointed_model(tmp_path):
 
     _, params, step, _ = load_run_params(str(tmp_path / "run"))
     assert step == 2
+    # params are read without the optimizer state, and equal the whole state's
+    from elmo_jax.train.rundir import load_run_state
+    _, whole, _, _ = load_run_state(str(tmp_path / "run"))
+    _, part, _, _ = load_run_state(str(tmp_path / "run"), optimizer=False)
+    assert "opt_state" in whole and "opt_state" not in part
+    for a, b in zip(jax.tree_util.tree_leaves(whole["params"]) + jax.tree_util.tree_leaves(whole["lstm_state"]),
+                    jax.tree_util.tree_leaves(params) + jax.tree_util.tree_leaves(part["lstm_state"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     sentences = [["the", "cat", "sees", "a", "fish", "."], ["unseen", "words"]]
     ids, _ = batch_to_ids(sentences)
     direct = BiLM(cfg.model.for_inference()).apply({"params": {"token_encoder": params["token_encoder"],

@@ -567,7 +567,7 @@ def run_perplexity(run_dir: str, files: str, *, step: Optional[int] = None, batc
     from the zero LSTM state (as evaluation and embedders start) or, with `from_training_state`,
     from the state training carried at that checkpoint (its first `batch_size` rows; fewer rows
     when training had fewer)."""
-    cfg, state, step, _ = load_run_state(run_dir, step)
+    cfg, state, step, _ = load_run_state(run_dir, step, optimizer=False)
     vocab = Vocabulary.from_file(resolve_vocab_path(cfg))
     file_list = resolve_files(files)
     mesh = shd.make_mesh()

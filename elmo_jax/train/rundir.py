@@ -95,9 +95,11 @@ def data_abstract(ckpts: Checkpoints, step: int):
                                   is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
-def load_run_state(run_dir: str, step: Optional[int] = None) -> tuple[TrainConfig, dict, int, dict]:
+def load_run_state(run_dir: str, step: Optional[int] = None, *,
+                   optimizer: bool = True) -> tuple[TrainConfig, dict, int, dict]:
     """(config, whole train state: params, optimizer, step, rng, carried LSTM state; step, meta) of a
-    run's checkpoint (latest, or `step`)."""
+    run's checkpoint (latest, or `step`). `optimizer=False`: the state without 'opt_state', which is
+    then not read (for a 793k-word softmax its Adagrad slots are 1.6 GB)."""
     config_file = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(config_file):
         raise ElmoError("not a run directory (no config.json)", run_dir)
@@ -114,7 +116,10 @@ def load_run_state(run_dir: str, step: Optional[int] = None) -> tuple[TrainConfi
         meta = ckpts.read_meta(step)
         vocab_size = int(meta["vocab_size"])
         abstract = jax.eval_shape(lambda k: init_state(cfg, vocab_size, k), jax.random.key(0))
-        state, _, meta = ckpts.restore(step, abstract, data_abstract(ckpts, step))
+        if optimizer:
+            state, _, meta = ckpts.restore(step, abstract, data_abstract(ckpts, step))
+        else:
+            state = ckpts.restore_part(step, {k: v for k, v in abstract.items() if k != "opt_state"})
     finally:
         ckpts.close()
     return cfg, state, step, meta
@@ -122,6 +127,6 @@ def load_run_state(run_dir: str, step: Optional[int] = None) -> tuple[TrainConfi
 
 def load_run_params(run_dir: str, step: Optional[int] = None) -> tuple[TrainConfig, dict, int, dict]:
     """(config, params as NumPy, step, meta) of a run's checkpoint (latest, or `step`)."""
-    cfg, state, step, meta = load_run_state(run_dir, step)
+    cfg, state, step, meta = load_run_state(run_dir, step, optimizer=False)
     params = jax.tree_util.tree_map(np.asarray, state["params"])
     return cfg, params, step, meta
