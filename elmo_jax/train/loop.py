@@ -209,18 +209,17 @@ class Evaluator:
         self.step = jax.jit(make_eval_step(cfg, len(vocab)))
         self.max_batches = max_batches
         self.mesh, self.cfg = mesh, cfg
-        rows, sharding = self.rows, shd.batch_sharding(mesh, 4, axis=2)
+        rows, self.state_sharding = self.rows, shd.batch_sharding(mesh, 4, axis=2)
         # the training carry's first rows, in the evaluation's layout (compiled once, when first used)
         self.first_rows = jax.jit(lambda s: jax.tree_util.tree_map(lambda x: x[:, :, :rows], s),
-                                  out_shardings=sharding)
+                                  out_shardings=self.state_sharding)
 
     def __call__(self, params: Any, lstm_state: Any = None) -> dict:
         """Perplexities from the zero LSTM state (as every embedder starts), or from `lstm_state`
         (the training carry: its first `self.rows` rows are used)."""
         self.batcher.restore(self.start)
-        sharding = shd.batch_sharding(self.mesh, 4, axis=2)
         if lstm_state is None:
-            lstm_state = jax.device_put(zero_state(self.cfg.model, self.rows), sharding)
+            lstm_state = jax.device_put(zero_state(self.cfg.model, self.rows), self.state_sharding)
         else:
             lstm_state = self.first_rows(lstm_state)
         n_dir = self.cfg.model.n_directions

@@ -97,15 +97,14 @@ def direction_losses(model: LanguageModel, params: Any, batch: dict, lstm_state:
         else:
             ids, tries = negatives["ids"][d], negatives["num_tries"][d]  # this direction's own set
             n_sampled = ids.shape[0]
-            # positions among `rows` (a bijection on the ids present: accidental hits are the same)
-            row_of = (lambda x: x) if row_position is None else (
-                lambda x: jnp.take(row_position, jnp.clip(x, 0, vocab_size - 1)))
+            # a weight-0 padding target may be out of range: clipped, it cannot make a NaN gradient
+            targets = jnp.clip(targets, 0, vocab_size - 1)
+            # positions among the step's rows (a bijection on the ids present: accidental hits are the same)
+            row_of = (lambda x: x) if row_position is None else (lambda x: jnp.take(row_position, x))
             s, c = sampled_softmax_loss(
                 hidden, row_of(targets), weights, w, b, row_of(ids),
                 log_uniform_expected_count_jax(ids, tries, vocab_size, n_sampled),
-                # (clipped: a weight-0 padding target out of range must not make a NaN gradient)
-                log_uniform_expected_count_jax(jnp.clip(targets, 0, vocab_size - 1), tries, vocab_size, n_sampled),
-                precision=model.precision)
+                log_uniform_expected_count_jax(targets, tries, vocab_size, n_sampled), precision=model.precision)
         sums.append(s)
         counts.append(c)
     return jnp.stack(sums), jnp.stack(counts), new_state
