@@ -53,6 +53,12 @@ def should_shard_softmax(setting: str, vocab_size: int, dim: int, mesh: Mesh) ->
     return big and divisible
 
 
+def is_softmax_rows(path: Any, shape: tuple, vocab_size: int) -> bool:
+    """Is the leaf at `path` (a pytree key path) one of the softmax's [V, ...] row tables: its W, its
+    b, or an optimizer slot of either? The one rule for the row-sharded layout and the sparse update."""
+    return "'softmax'" in jax.tree_util.keystr(path) and tuple(shape)[:1] == (vocab_size,)
+
+
 def state_shardings(abstract_state: Any, mesh: Mesh, shard_softmax: bool, vocab_size: int) -> Any:
     """Shardings for a train-state pytree: LSTM carries split on their row axis, softmax rows (and
     their optimizer slots) split if `shard_softmax`, the rest replicated."""
@@ -62,7 +68,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, shard_softmax: bool, vocab_
         shape = getattr(leaf, "shape", ())
         if "'lstm_state'" in keys:
             return batch_sharding(mesh, len(shape), axis=2)  # [L, 2, B, dim]
-        if shard_softmax and "'softmax'" in keys and len(shape) >= 1 and shape[0] == vocab_size:
+        if shard_softmax and is_softmax_rows(path, shape, vocab_size):
             return batch_sharding(mesh, len(shape), axis=0)
         return replicated(mesh)
 

@@ -28,6 +28,7 @@ from ..loss import full_softmax_loss, log_uniform_expected_count_jax, sampled_so
 from ..modules.language_model import LanguageModel, example_inputs, softmax_params
 from ..modules.lstm import zero_state
 from ..modules.matmul import BF16_OPERANDS
+from ..sharding import is_softmax_rows
 from .kit import stop_output, with_clipping
 
 State = dict[str, Any]
@@ -148,8 +149,7 @@ def softmax_rows(batch: dict, negatives: dict, vocab_size: int, n_directions: in
 
 def _is_softmax_rows(params: Any, vocab_size: int) -> Any:
     """A params-shaped tree of bools: True at the softmax's own W [V, P] and b [V]."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: "'softmax'" in jax.tree_util.keystr(path) and leaf.shape[:1] == (vocab_size,), params)
+    return jax.tree_util.tree_map_with_path(lambda path, leaf: is_softmax_rows(path, leaf.shape, vocab_size), params)
 
 
 def gather_softmax_rows(tree: Any, marks: Any, rows: jax.Array) -> Any:
