@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-token-cache", action="store_true", help="run the char-CNN inside every batch")
     ap.add_argument("--hoist-input", action="store_true", help="precompute x @ W_x outside the scan")
+    ap.add_argument("--scan-unroll", type=int, default=1,
+                    help="LSTM time steps per scan iteration (ElmoEmbedder(scan_unroll=...))")
     ap.add_argument("--cli", action="store_true",
                     help="instead: time `elmo-jax embed` as a whole process on the small shape "
                          "(start-up and compilation included), cold and warm compilation cache")
@@ -107,7 +109,8 @@ def main() -> None:
             continue
         options, params = build(shape)
         embedder = ElmoEmbedder(options, params, batch_size=args.batch_size,
-                                cache_tokens=not args.no_token_cache, hoist_input=args.hoist_input)
+                                cache_tokens=not args.no_token_cache, hoist_input=args.hoist_input,
+                                scan_unroll=args.scan_unroll)
         t0 = time.perf_counter()
         embedder.embed_sentences(sentences)
         first = time.perf_counter() - t0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 
 import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -101,6 +103,21 @@ def test_cached_tokens_equal_character_path():
     chars = _random_embedder(cache_tokens=False).embed_sentences(SENTENCES)
     for a, b in zip(cached, chars):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_scan_unroll_keeps_the_vectors(stateful):
+    """Unrolled LSTM scans (5 steps per iteration: remainders at every time bucket, 8 and 40) give
+    the one-step vectors, deterministic and stateful (the carried state too)."""
+    one = _random_embedder(batch_size=4, stateful=stateful)
+    five = _random_embedder(batch_size=4, stateful=stateful, scan_unroll=5)
+    for a, b in zip(one.embed_sentences(SENTENCES), five.embed_sentences(SENTENCES)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    ids = jnp.ones((2, 7, five.options.max_characters_per_token), jnp.int32)
+    jaxpr = str(jax.make_jaxpr(lambda p: five.model.apply({"params": p}, ids))(five.params))
+    assert jaxpr.count("unroll=5") == five.options.n_layers  # the option reaches every layer's scan
+    with pytest.raises(ValueError, match="scan_unroll"):
+        _random_embedder(scan_unroll=0)
 
 
 def test_token_cache_is_bounded():

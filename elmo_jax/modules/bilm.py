@@ -53,10 +53,12 @@ class BiLM(nn.Module):
     dtype: Any = jnp.float32
     precision: Any = lax.Precision.HIGHEST
     hoist_input: bool = False
+    scan_unroll: int = 1  # LSTM time steps per lax.scan iteration (the numbers do not change)
 
     def setup(self):
         self.token_encoder = TokenEncoder(self.options, self.dtype, self.precision)
-        self.lstm = LSTMStack(self.options, self.options.n_directions, self.dtype, self.precision, self.hoist_input)
+        self.lstm = LSTMStack(self.options, self.options.n_directions, self.dtype, self.precision, self.hoist_input,
+                              unroll=self.scan_unroll)
 
     def __call__(self, char_ids: jax.Array, initial_state: Optional[dict] = None,
                  word_ids: Optional[jax.Array] = None) -> dict[str, Any]:
