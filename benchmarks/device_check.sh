@@ -28,7 +28,9 @@
 #   KEY=VALUE items, an empty variant = the config as it is; (b) runs once per variant, e.g.
 #   VARIANTS='; scan_unroll=20; matmul_precision=bfloat16' (default: the empty variant only),
 #   timeouts in seconds FIXTURE_TIMEOUT (90) and SHAPE_TIMEOUTS (small:150,medium:100,original:140),
-#   each per shape and variant.
+#   each per shape and variant. EMBED_UNROLLS (off by default), e.g. '1 20': (d) embedding tokens/s
+#   (benchmarks/embed.py, small and original shapes; --smoke: small, 64 sentences) once per
+#   ElmoEmbedder scan_unroll value, each under EMBED_TIMEOUT (120).
 #
 # Python: $PYTHON, else .venv/bin/python when it imports jax, else python3. If jax sees no GPU
 # (full mode), the project is installed with jax[cuda12]: `pip install --no-index --find-links
@@ -192,6 +194,21 @@ for r in rows:
           f"{(peak / 1e9 if peak else float('nan')):14.2f} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%}")
 print(f"{len(rows)} lines; peak_in_use is the process's high-water mark (one process per shape).")
 EOF
+  # --- (d) optional: embedding tokens/s per scan_unroll (ElmoEmbedder)
+  if [ -n "${EMBED_UNROLLS:-}" ]; then
+    echo; echo "== (d) embedding tokens/s by scan_unroll: ${EMBED_UNROLLS}"
+    local unroll
+    local -a embed_args=(--shapes small,original --repeats 2)
+    [ "$MODE" = smoke ] && embed_args=(--shapes small --sentences 64 --repeats 1)
+    for unroll in ${EMBED_UNROLLS}; do
+      echo "-- scan_unroll $unroll"
+      timeout -k 10 "${EMBED_TIMEOUT:-120}" "$PY" benchmarks/embed.py "${embed_args[@]}" --scan-unroll "$unroll"
+      rc=$?
+      [ $rc = 124 ] && echo "(d) scan_unroll $unroll: TIMED OUT"
+      [ $rc != 0 ] && [ $rc != 124 ] && { echo "(d) embed.py exit $rc"; status=1; }
+    done
+  fi
+
   echo; echo "== done in $((SECONDS - t_start)) s, status $status"
   return $status
 }
