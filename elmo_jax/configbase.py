@@ -339,6 +339,8 @@ def apply_overrides(cls: type, data: Any, overrides: Sequence[str], source: Opti
                 if _has_own_parser(target):
                     node_cls = None
                     default = to_plain(field_default) if field_default is not None else {}
+                    if hasattr(target, "optional_keys"):  # keys the plain default leaves out
+                        default = _with_missing(default, target.optional_keys())
                 else:
                     node_cls = target
             else:
@@ -355,6 +357,17 @@ def apply_overrides(cls: type, data: Any, overrides: Sequence[str], source: Opti
                     raise unknown(depth)
                 node = node[part]
     return data
+
+
+def _with_missing(data: dict, extra: dict) -> dict:
+    """`data` with the keys of `extra` it lacks (nested dicts merged, `data`'s values kept)."""
+    out = dict(data)
+    for key, value in extra.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = _with_missing(out[key], value)
+    return out
 
 
 def _field_default(cls: type, name: str) -> Any:

@@ -164,6 +164,13 @@ class ModelOptions:
         return self
 
     # ---------------------------------------------------------------- JSON
+    @classmethod
+    def optional_keys(cls) -> dict:
+        """The keys `from_dict` reads that `to_dict` leaves out at their defaults, with those defaults
+        (so that `--set model.bidirectional=false` is a known key of a config that omits it)."""
+        return {"n_tokens_vocab": None, "bidirectional": True, "share_embedding_softmax": False,
+                "char_cnn": {"word_channel_dim": 0}}
+
     def to_dict(self) -> dict:
         """The bilm-tf `options.json` dictionary (extra keys included, unchanged)."""
         out = copy.deepcopy(self.extra)

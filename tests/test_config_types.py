@@ -127,6 +127,19 @@ def test_nested_model_keys_still_checked() -> None:
     assert TrainConfig.from_json(TINY, ["model.lstm.dim=128"]).model.lstm_dim == 128
 
 
+def test_model_keys_the_config_file_omits_can_be_set() -> None:
+    """Options that options.json leaves out at their defaults (tiny.json has none of them) are
+    known keys of --set, as they are in the file."""
+    assert "bidirectional" not in json.loads(Path(TINY).read_text())["model"]
+    model = TrainConfig.from_json(TINY, ["model.bidirectional=false", "model.char_cnn.word_channel_dim=20",
+                                         "model.n_tokens_vocab=100"]).model
+    assert (model.bidirectional, model.word_channel_dim, model.n_tokens_vocab) == (False, 20, 100)
+    with pytest.raises(ElmoError, match="share_embedding_softmax.*needs word input"):  # known; then validated
+        TrainConfig.from_json(TINY, ["model.share_embedding_softmax=true"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.char_cnn\.word_channel'"):
+        TrainConfig.from_json(TINY, ["model.char_cnn.word_channel=20"])
+
+
 def test_unknown_keys_list_the_known_ones(tmp_path: Path) -> None:
     path = tiny_with(tmp_path, learning_rat=0.1)
     with pytest.raises(ConfigError) as err:
