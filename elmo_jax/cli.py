@@ -227,11 +227,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CONFIG = os.path.join("configs", "tiny.json")
+
+
+def demo_config(path: Optional[str]) -> str:
+    """The demo's config: `path` if given; else configs/tiny.json in the current directory, else the
+    one of the source tree elmo-jax runs from (an editable install), so the demo runs from anywhere."""
+    if path is not None or os.path.exists(DEMO_CONFIG):
+        return path or DEMO_CONFIG
+    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), DEMO_CONFIG)
+    if os.path.exists(beside):
+        return beside
+    raise ElmoError("the demo's config is neither in this directory nor beside the installed package; run from "
+                    "the repository root or pass --config", DEMO_CONFIG)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The built-in main job: pretrain the tiny config on the built-in corpus (resuming if the run
     directory has a checkpoint), export it in bilm-tf format, and embed a sentence with it."""
 
-    cfg = TrainConfig.from_json(args.config, args.set or [])
+    cfg = TrainConfig.from_json(demo_config(args.config), args.set or [])
     last = train(cfg, args.run_dir, progress=not args.quiet)
     out_dir = os.path.join(args.run_dir, "export")
     paths = export_run(args.run_dir, out_dir)
@@ -410,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("demo", cmd_demo, "Pretrain the tiny config on the built-in corpus, export it, embed a sentence.")
-    p.add_argument("--config", default="configs/tiny.json")
+    p.add_argument("--config", help="default: configs/tiny.json (here, else the repository elmo-jax is installed from)")
     p.add_argument("--run-dir", default="runs/tiny")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--sentence", default="Return the number of items in the list .")

@@ -251,3 +251,21 @@ def test_build_vocab_tokenize(tmp_path):
     assert main(["build-vocab", "--corpus", str(corpus), "--output", str(out), "--tokenize", "--split-sentences"]) == 0
     words = out.read_text(encoding="utf-8").split("\n")
     assert words[:6] == ["<S>", "</S>", "<UNK>", "'t", ".", "Don"] and "Don't" not in words
+
+
+def test_demo_config_is_found_from_any_directory(tmp_path, monkeypatch) -> None:
+    """`elmo-jax demo` outside the repository root reads the tiny config of the source tree it runs from."""
+    from elmo_jax import cli
+    from elmo_jax.errors import ElmoError
+
+    repo_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__))), "configs", "tiny.json")
+    monkeypatch.chdir(tmp_path)
+    assert cli.demo_config(None) == repo_config
+    assert cli.demo_config("mine.json") == "mine.json"  # an explicit --config is taken as given
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.json").write_text("{}")
+    assert cli.demo_config(None) == os.path.join("configs", "tiny.json")  # the one here comes first
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "elmo_jax" / "cli.py"))
+    (tmp_path / "configs" / "tiny.json").unlink()
+    with pytest.raises(ElmoError, match="configs/tiny.json: the demo's config is neither in this directory"):
+        cli.demo_config(None)
