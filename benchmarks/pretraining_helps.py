@@ -3,6 +3,7 @@ classifier on frozen ELMo from the pretrained tiny biLM and from an untrained bi
 shape (prints numbers; tests/test_tasks.py asserts the margin).
 
     python benchmarks/pretraining_helps.py [--export runs/tiny/export] [--encoders bilstm,pool] [--seeds 0]
+        [--n-train 2000]
 
 `--export` defaults to runs/tiny/export (what `elmo-jax demo` writes); it is trained first if missing.
 """
@@ -19,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export", default="runs/tiny/export")
     ap.add_argument("--encoders", default="bilstm,pool")
     ap.add_argument("--seeds", default="0")

@@ -1,6 +1,7 @@
 """Task-model training and prediction throughput (prints numbers; not a test).
 
-    python benchmarks/tasks.py [--shape small|tiny|fixture] [--sentences 2000] [--epochs 3] [--crf] [--fine-tune]
+    python benchmarks/tasks.py [--shape small|tiny|fixture] [--sentences 2000] [--epochs 3]
+        [--batch-size 32] [--crf] [--fine-tune]
 
 Workload: a CoNLL tagging file built from the built-in corpus' sentences (natural lengths, tags by
 a fixed rule: capitalised words are entities), random biLM weights of the named shape (or the
@@ -63,7 +64,7 @@ def conll_file(path: str, n: int) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="small", choices=("tiny", "small", "fixture"))
     ap.add_argument("--sentences", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=3)

@@ -23,7 +23,7 @@ from .config import TrainConfig
 from .corpus import builtin_corpus
 from .embed import ElmoEmbedder, dump_token_embeddings
 from .errors import ElmoError
-from .io_utils import atomic_output, read_lines
+from .io_utils import atomic_output, check_output_file, read_lines
 from .options import ModelOptions
 from .tasks.cli import add_task_parser
 from .train.export import export_run
@@ -114,8 +114,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise ElmoError("input file not found" if not os.path.exists(args.input) else "input is not a file",
                         args.input)
     tokenizer = text_tokenizer(args)  # before loading the model: a missing library fails first
+    model_files = _model_files(args)
+    check_output_file(args.output, inputs=(args.input, args.vocab, *model_files), overwrite=args.overwrite)
     enable_compilation_cache()
-    embedder = ElmoEmbedder.from_files(*_model_files(args), vocab_file=args.vocab, batch_size=args.batch_size,
+    embedder = ElmoEmbedder.from_files(*model_files, vocab_file=args.vocab, batch_size=args.batch_size,
                                        stateful=args.stateful, dtype=_dtype(args.dtype))
     _print_notes(embedder.notes)
     sentence_to_index: dict[str, str] = {}  # as AllenNLP's `elmo` command writes it
@@ -181,13 +183,17 @@ def add_tokenize_args(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def cmd_dump_token_embeddings(args: argparse.Namespace) -> int:
-    n = dump_token_embeddings(*_model_files(args), args.vocab, args.output)
+    model_files = _model_files(args)
+    check_output_file(args.output, inputs=(args.vocab, *model_files), overwrite=args.overwrite)
+    n = dump_token_embeddings(*model_files, args.vocab, args.output)
     print(f"elmo-jax: wrote {n} token vectors -> {args.output}", file=sys.stderr)
     return 0
 
 
 def cmd_export_npz(args: argparse.Namespace) -> int:
-    options, params, notes = load_model(*_model_files(args))
+    model_files = _model_files(args)
+    check_output_file(args.output, inputs=model_files, overwrite=args.overwrite)
+    options, params, notes = load_model(*model_files)
     _print_notes(notes)
     export_npz(args.output, params, options.for_inference())
     print(f"elmo-jax: wrote {args.output}", file=sys.stderr)
@@ -195,9 +201,15 @@ def cmd_export_npz(args: argparse.Namespace) -> int:
 
 
 def cmd_import_npz(args: argparse.Namespace) -> int:
+    inputs = (args.npz, args.options)
+    check_output_file(args.output, inputs=inputs, overwrite=args.overwrite)
+    if args.options_output:
+        check_output_file(args.options_output, inputs=inputs, overwrite=args.overwrite, option="--options-output")
+        if os.path.abspath(args.options_output) == os.path.abspath(args.output):
+            raise ElmoError("--options-output and --output name the same file", args.output)
     options = ModelOptions.from_json(args.options) if args.options else None
     options, params, extra = import_npz(args.npz, options)
-    write_bilm_hdf5(args.output, params, options)
+    write_bilm_hdf5(args.output, params, options)  # both outputs were checked before anything was written
     if args.options_output:
         options.for_inference().to_json(args.options_output)
     if extra:
@@ -281,6 +293,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
+    for flag, value in (("--batch-size", args.batch_size), ("--unroll-steps", args.unroll_steps),
+                        ("--max-batches", args.max_batches)):
+        if value is not None and value < 1:
+            raise ElmoError(f"{flag} must be >= 1, got {value}")
     result = run_perplexity(args.run_dir, args.files, step=args.step, batch_size=args.batch_size,
                             unroll_steps=args.unroll_steps, max_batches=args.max_batches,
                             from_training_state=args.from_training_state)
@@ -289,7 +305,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    paths = export_run(args.run_dir, args.output_dir, step=args.step)
+    paths = export_run(args.run_dir, args.output_dir, step=args.step, overwrite=args.overwrite)
     print(f"elmo-jax: exported step {paths['step']} -> {args.output_dir} "
           "(options.json, weights.hdf5, params.npz, vocab.txt)", file=sys.stderr)
     return 0
@@ -307,15 +323,16 @@ def cmd_import_tf_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_build_vocab(args: argparse.Namespace) -> int:
     tokenizer = text_tokenizer(args)
-    vocab, n_tokens = build_vocab(resolve_files(args.corpus), min_count=args.min_count, max_size=args.max_size,
-                                  tokenizer=tokenizer)
+    files = resolve_files(args.corpus)
+    check_output_file(args.output, inputs=files, overwrite=args.overwrite)
+    vocab, n_tokens = build_vocab(files, min_count=args.min_count, max_size=args.max_size, tokenizer=tokenizer)
     vocab.save(args.output)
     print(f"elmo-jax: {len(vocab)} words ({n_tokens} tokens counted) -> {args.output}", file=sys.stderr)
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    out = plot_run(args.run_dir, args.output)
+    out = plot_run(args.run_dir, args.output, overwrite=args.overwrite)
     print(f"elmo-jax: wrote {out}", file=sys.stderr)
     return 0
 
@@ -355,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", help="the vocabulary of a word-input biLM (or a word channel): one word per line; "
                    "words not in it get <UNK>")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--stateful", action="store_true",
                    help="carry each batch row's LSTM state to the next batch, as bilm-tf/AllenNLP do")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -365,16 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--vocab", required=True, help="one word per line")
     p.add_argument("--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     p = add("export-npz", cmd_export_npz, "Convert bilm-tf hdf5 weights to a NumPy .npz.")
     model_args(p)
     p.add_argument("--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     p = add("import-npz", cmd_import_npz, "Convert a NumPy .npz (from export-npz or training) to bilm-tf hdf5.")
     p.add_argument("--npz", required=True)
     p.add_argument("--output", required=True, help="weights.hdf5 to write")
     p.add_argument("--options", help="options.json, if the npz has none inside")
     p.add_argument("--options-output", help="also write the inference options.json here")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
     p = add("train", cmd_train, "Pretrain a biLM (train.py is the same command).")
     add_train_args(p)
@@ -393,8 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", cmd_export, "Export a run's checkpoint: options.json, weights.hdf5 (bilm-tf), params.npz.")
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True,
+                   help="new or empty, or an earlier export of the same run (its export files are replaced)")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty directory anyway (only the export's own files are replaced)")
 
     p = add("import-tf-checkpoint", cmd_import_tf_checkpoint,
             "Import a bilm-tf TensorFlow training checkpoint (softmax and Adagrad state included) as a run "
@@ -409,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("build-vocab", cmd_build_vocab, "Build a bilm-tf vocabulary (<S>, </S>, <UNK>, then by frequency).")
     p.add_argument("--corpus", required=True, help="glob of one-sentence-per-line files")
     p.add_argument("--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--min-count", type=int, default=1)
     p.add_argument("--max-size", type=int)
     add_tokenize_args(p, "the corpus")
@@ -416,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("plot", cmd_plot, "Write a PNG learning curve of a run: train and validation perplexity against "
                                "step, log scale (needs matplotlib: pip install 'elmo-jax[plot]').")
     p.add_argument("run_dir", help="a training run directory (holding metrics.jsonl)")
-    p.add_argument("--output", help="PNG path (default RUN_DIR/learning_curve.png)")
+    p.add_argument("--output", help="PNG path (default RUN_DIR/learning_curve.png, replaced at each call)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
 
     p = add("models", cmd_models, "List the published ELMo models: shape, size, and whether each is cached "
                                    "(no network); --download NAME fetches one into the cache.")
@@ -441,9 +467,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                                       "(default runs/<config name>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set max_steps=100 --set model.lstm.dim=256")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint (the default "
-                                                          "when the run directory holds one)")
-    p.add_argument("--no-resume", action="store_true", help="refuse to start if the run directory has checkpoints")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the latest checkpoint (the default "
+                                                               "when the run directory holds one)")
+    resume.add_argument("--no-resume", action="store_true",
+                        help="refuse to start if the run directory has checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", help="multi-host: coordinator address host:port")
     p.add_argument("--num-processes", type=int, help="multi-host: number of processes")

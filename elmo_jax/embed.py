@@ -404,8 +404,11 @@ def dump_token_embeddings(options_file: os.PathLike | str, weight_file: os.PathL
                           vocab_file: os.PathLike | str, output_file: os.PathLike | str) -> int:
     """bilm-tf's `dump_token_embeddings`: hdf5 with dataset `embedding` [n_vocab, P], row v = the
     token vector of vocab line v+1 (`<S>`/`</S>` as markers). Returns the vocab size."""
-    vocab = [line.strip() for line in read_lines(vocab_file)]
-    vocab = [w for w in vocab if w]
+    vocab = []
+    for lineno, line in enumerate(read_lines(vocab_file), start=1):
+        if not line.strip():  # row v of the output is line v+1: a blank line would shift the rows after it
+            raise InputError(f"line {lineno} is blank: the output has one row per vocabulary line", vocab_file)
+        vocab.append(line.strip())
     if not vocab:
         raise InputError("vocabulary file is empty", vocab_file)
     options = ModelOptions.from_json(options_file)
@@ -424,13 +427,15 @@ def read_token_embeddings(embedding_file: os.PathLike | str, vocab_file: os.Path
     path = os.fspath(embedding_file)
     if not os.path.exists(path):
         raise WeightsError("token embedding file not found", path)
+    if os.path.isdir(path):
+        raise WeightsError("is a directory, expected an HDF5 file", path)
     try:
         with h5py.File(path, "r") as f:
             if "embedding" not in f:
                 raise WeightsError("missing dataset 'embedding'", path)
             table = np.asarray(f["embedding"][()], np.float32)
     except OSError as e:
-        raise WeightsError(f"not a readable HDF5 file ({e})", path)
+        raise WeightsError(f"not a readable HDF5 file ({' '.join(str(e).split())})", path)
     if table.ndim != 2 or table.shape[0] != len(words):
         raise InputError(f"dataset 'embedding' has shape {table.shape}, expected ({len(words)}, P) "
                          f"for the {len(words)} words of {os.fspath(vocab_file)}", path)

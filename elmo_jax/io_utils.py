@@ -5,9 +5,55 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import Iterator
+from typing import Iterable, Iterator, Optional
 
 from .errors import ElmoError, InputError
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once: new outputs get the mode a plain open() would give them.
+UMASK = _read_umask()
+
+
+def same_file(a: os.PathLike | str, b: os.PathLike | str) -> bool:
+    """Do two paths name the same file (links followed; a path that does not exist yet never does)?"""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_dir(path: os.PathLike | str, option: str) -> None:
+    """One `ElmoError` line if the directory `path` cannot exist or be made: it, or an ancestor, is a file."""
+    path = os.fspath(path)
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(path) else f"cannot be made: {probe} is a file"
+        raise ElmoError(f"{option} {where}, expected a directory", path)
+
+
+def check_output_file(path: os.PathLike | str, *, inputs: Iterable[Optional[os.PathLike | str]] = (),
+                      overwrite: bool = False, option: str = "--output") -> None:
+    """Before any compute: raise one `ElmoError` line if `path` cannot be this command's new output file:
+    a directory, one of the command's `inputs`, or an existing file without `overwrite`."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ElmoError(f"{option} is a directory; give a file path", path)
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise ElmoError(f"{option} is also an input of this command; writing it would destroy that input", path)
+    if os.path.lexists(path) and not overwrite:
+        raise ElmoError(f"{option} already exists; nothing was written (pass --overwrite to replace it)", path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ElmoError(f"cannot write {option}: {parent} is a file, not a directory", path)
 
 
 @contextlib.contextmanager
@@ -26,6 +72,8 @@ def atomic_output(path: os.PathLike | str, suffix: str = ".tmp") -> Iterator[str
         raise ElmoError(f"cannot write output ({e.strerror})", path)
     os.close(fd)
     try:
+        # mkstemp makes the file 0600; give it the mode of the file it replaces, or a new file's mode
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o666 & ~UMASK)
         yield tmp
         try:
             os.replace(tmp, path)

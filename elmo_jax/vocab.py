@@ -154,6 +154,8 @@ def resolve_files(pattern: str | os.PathLike | Sequence[str]) -> list[str]:
     for pat in patterns:
         matched = [f for f in glob.glob(os.path.expanduser(pat), recursive=True) if os.path.isfile(f)]
         if not matched:
+            if os.path.isdir(os.path.expanduser(pat)):
+                raise InputError(f"'{pat}' is a directory: give a glob of its files, e.g. '{os.path.join(pat, '*.txt')}'")
             raise InputError(f"no files match the pattern '{pat}'")
         files.update(matched)
     out = sorted(files)

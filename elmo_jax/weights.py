@@ -205,10 +205,12 @@ def check_arrays(arrays: Mapping[str, Any], options: ModelOptions, source: Optio
 def _open_hdf5(path: str):
     if not os.path.exists(path):
         raise WeightsError("weight file not found", path)
+    if os.path.isdir(path):
+        raise WeightsError("is a directory, expected an HDF5 weight file", path)
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise WeightsError(f"not a readable HDF5 file ({e})", path)
+        raise WeightsError(f"not a readable HDF5 file ({' '.join(str(e).split())})", path)
 
 
 def read_hdf5_arrays(path: os.PathLike | str) -> dict[str, np.ndarray]:

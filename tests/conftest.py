@@ -183,7 +183,7 @@ def encode_spans(n: int, spans: list[tuple[str, int, int]], scheme: str) -> list
 
 @pytest.fixture(scope="session")
 def pretrained_tiny(tmp_path_factory) -> dict:
-    """`configs/tiny.json` pretrained on the built-in corpus (about a minute) and exported:
+    """`configs/tiny.json` pretrained on the built-in corpus (a few minutes) and exported:
     {'last': final metrics, 'run': run dir, 'export': export dir}. Shared by the tests that need
     a really pretrained biLM."""
     from elmo_jax.config import TrainConfig

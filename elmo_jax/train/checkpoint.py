@@ -98,18 +98,23 @@ def warn(message: str) -> None:
 class Checkpoints:
     """Save/restore `{state, data, meta}` every N steps, keeping the last K."""
 
-    def __init__(self, directory: str, keep: int = 2, async_save: bool = True, use_ocdbt: bool = True):
-        """`use_ocdbt=False` writes the state's arrays as plain zarr files, chunk by chunk (with
+    def __init__(self, directory: str, keep: int = 2, async_save: bool = True, use_ocdbt: bool = True,
+                 read_only: bool = False):
+        """`read_only`: for readers of a finished run (export, perplexity, init_from): the directory
+        must exist, nothing is created or cleaned up there. `use_ocdbt=False` writes the state's arrays as plain zarr files, chunk by chunk (with
         `save(chunk_bytes=...)`): memory stays bounded when the state is memory-mapped host arrays
         (OCDBT holds a whole save's data until it commits). Restoring reads either format."""
         self.directory = os.path.abspath(directory)
+        if read_only and not os.path.isdir(self.directory):
+            raise CheckpointError("no complete checkpoint in the run directory", os.path.dirname(self.directory))
         handlers = None if use_ocdbt else {"state": ocp.StandardCheckpointHandler(use_ocdbt=False),
                                            "data": ocp.StandardCheckpointHandler(),
                                            "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                                 enable_async_checkpointing=async_save),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                                 cleanup_tmp_directories=not read_only,
+                                                 enable_async_checkpointing=async_save and not read_only),
             item_handlers=handlers)
         self._pending: Optional[int] = None  # step of an asynchronous save not yet known complete
         self._unreadable: dict[int, str] = {}  # step -> reason, found by this process

@@ -38,6 +38,7 @@ from .. import sharding as shd
 from ..config import ConfigError, TrainConfig
 from ..data import Batcher
 from ..hub import resolve_model
+from ..io_utils import check_output_dir
 from ..loss import LogUniformSampler
 from ..modules.lstm import zero_state
 from ..modules.matmul import unfused_bf16_matmuls
@@ -284,6 +285,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: Optional[bool] = None, progres
     """Pretrain (or continue) a biLM in `run_dir`; returns the last logged metrics (plus
     'compiles': {bucket: count}, 'preempted': bool and, with `return_params`, the final params
     as NumPy arrays under 'params')."""
+    check_output_dir(run_dir, "the run directory")
     cfg = cfg.replace(model=cfg.model.for_training())
     train_files, heldout_files, vocab = resolve_data(cfg)
     cfg = cfg.replace(model=cfg.model.with_vocab_size(len(vocab), vocab.source))
@@ -538,7 +540,7 @@ def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, 
         params = jax.tree_util.tree_map(lambda x, s: jax.device_put(x, s), params, state_sh["params"])
         opt_state = jax.jit(make_optimizer(cfg).init, out_shardings=state_sh["opt_state"])(params)
         return {**state, "params": params, "opt_state": opt_state}
-    ckpts = Checkpoints(os.path.join(src, CHECKPOINT_DIR), async_save=False)
+    ckpts = Checkpoints(os.path.join(src, CHECKPOINT_DIR), async_save=False, read_only=True)
     try:
         step = ckpts.latest_step()
         if step is None:

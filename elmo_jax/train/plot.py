@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from ..errors import ElmoError
-from ..io_utils import atomic_output, read_json_objects
+from ..io_utils import atomic_output, check_output_file, read_json_objects
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -115,9 +115,12 @@ def make_figure(records: list[dict], title: str, size: tuple[float, float] = (8.
 
 
 def plot_run(run_dir: str, output: Optional[str] = None, size: tuple[float, float] = (8.0, 5.0),
-             dpi: int = 100) -> str:
-    """Draw the learning curve of `run_dir` into a PNG (default RUN_DIR/learning_curve.png) of
-    size[0]*dpi x size[1]*dpi pixels; returns its path."""
+             dpi: int = 100, overwrite: bool = False) -> str:
+    """Draw the learning curve of `run_dir` into a PNG of size[0]*dpi x size[1]*dpi pixels; returns
+    its path. The default, RUN_DIR/learning_curve.png, is replaced at each call; an `output` that
+    exists is replaced only with `overwrite`, and never when it is the metrics file read."""
+    if output is not None:
+        check_output_file(output, inputs=(os.path.join(run_dir, METRICS_FILE),), overwrite=overwrite)
     records = read_metrics(run_dir)
     name = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
     if not any(series(records, key)[0] for key, _, _ in SERIES):

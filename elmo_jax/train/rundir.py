@@ -104,7 +104,7 @@ def load_run_state(run_dir: str, step: Optional[int] = None, *,
     if not os.path.exists(config_file):
         raise ElmoError("not a run directory (no config.json)", run_dir)
     cfg = TrainConfig.from_json(config_file)
-    ckpts = Checkpoints(os.path.join(run_dir, CHECKPOINT_DIR), async_save=False)
+    ckpts = Checkpoints(os.path.join(run_dir, CHECKPOINT_DIR), async_save=False, read_only=True)
     try:
         steps = ckpts.all_steps()
         if not steps:
