@@ -120,6 +120,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     embedder = ElmoEmbedder.from_files(*model_files, vocab_file=args.vocab, batch_size=args.batch_size,
                                        stateful=args.stateful, dtype=_dtype(args.dtype))
     _print_notes(embedder.notes)
+    if args.vocab and not embedder.options.needs_vocab:
+        _print_notes([f"--vocab {args.vocab} is not used: this model reads characters only"])
     sentence_to_index: dict[str, str] = {}  # as AllenNLP's `elmo` command writes it
     n_lines = 0
 

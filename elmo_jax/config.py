@@ -13,7 +13,7 @@ type-checked from its annotation (`configbase.ConfigBase`, shared with the task 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from .configbase import ConfigBase, ConfigError
 from .options import ModelOptions
@@ -76,6 +76,16 @@ class TrainConfig(ConfigBase):
     word_vectors: Optional[str] = None  # GloVe text file: initial word embedding (word input) or word channel
     word_vectors_projection: Literal["none", "pca", "random"] = "none"  # GloVe dim != target dim: how to map
     freeze_word_vectors: bool = False  # keep the word embedding / word channel fixed (input side)
+
+    @classmethod
+    def parse_dict(cls, data: Any, source: Optional[str] = None) -> dict:
+        """The base checks, and a misspelt key inside the model's lstm / char_cnn sections is an error
+        (options.json readers ignore such keys; in a training config it would go unnoticed)."""
+        unknown = ModelOptions.unknown_section_keys(data.get("model")) if isinstance(data, dict) else []
+        if unknown:
+            key, known = unknown[0]
+            raise ConfigError(f"unknown config key 'model.{key}' (known in that section: {', '.join(known)})", source)
+        return super().parse_dict(data, source)
 
     # ------------------------------------------------------------------ validation
     def validate(self, source: Optional[str] = None) -> "TrainConfig":

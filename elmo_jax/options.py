@@ -171,6 +171,26 @@ class ModelOptions:
         return {"n_tokens_vocab": None, "bidirectional": True, "share_embedding_softmax": False,
                 "char_cnn": {"word_channel_dim": 0}}
 
+    #: The keys each section of options.json may hold (bilm-tf's and elmo-jax's); the top level
+    #: may hold others (bilm-tf's training hyper-parameters), kept as they are.
+    SECTION_KEYS = {"lstm": ("dim", "projection_dim", "n_layers", "cell_clip", "proj_clip", "use_skip_connections"),
+                    "char_cnn": ("embedding", "filters", "n_highway", "n_characters", "max_characters_per_token",
+                                 "activation", "word_channel_dim"),
+                    "char_cnn.embedding": ("dim",)}
+
+    @classmethod
+    def unknown_section_keys(cls, data: Any) -> list[tuple[str, tuple[str, ...]]]:
+        """(dotted key, that section's known keys) of every key in `data`'s lstm / char_cnn sections
+        that no reader uses (a misspelt option, silently ignored otherwise)."""
+        found = []
+        for section, known in cls.SECTION_KEYS.items():
+            node = data
+            for part in section.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                found += [(f"{section}.{key}", known) for key in node if key not in known]
+        return found
+
     def to_dict(self) -> dict:
         """The bilm-tf `options.json` dictionary (extra keys included, unchanged)."""
         out = copy.deepcopy(self.extra)

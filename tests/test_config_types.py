@@ -285,3 +285,18 @@ def test_raw_text_keys_without_tokenize_are_one_line(tmp_path: Path, changes: di
         TrainConfig.from_json(path)
     assert str(err.value).startswith(f"{path}: config {keys} to raw text: set 'tokenize': true")
     assert TrainConfig.from_json(tiny_with(tmp_path, tokenize=True, **changes)).tokenize
+
+
+@pytest.mark.parametrize("section, key", [("lstm", "cel_clip"), ("char_cnn", "n_higway"), ("char_cnn.embedding", "dims")])
+def test_a_misspelt_model_option_in_a_config_file_is_an_error(tmp_path: Path, section: str, key: str) -> None:
+    """options.json readers ignore unknown keys in these sections; a training config must not."""
+    data = json.loads(TINY.read_text(encoding="utf-8"))
+    node = data["model"]
+    for part in section.split("."):
+        node = node[part]
+    node[key] = 3
+    with pytest.raises(ConfigError, match=rf"unknown config key 'model\.{section}\.{key}' \(known in that section: "):
+        TrainConfig.from_json(write_json(tmp_path / "c.json", data))
+    data["model"]["n_train_tokens"] = 5  # bilm-tf's top-level training keys stay allowed
+    del node[key]
+    TrainConfig.from_json(write_json(tmp_path / "c.json", data))

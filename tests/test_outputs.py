@@ -162,3 +162,13 @@ def test_perplexity_and_train_flags_are_checked(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--config", "configs/tiny.json", "--resume", "--no-resume"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_embed_says_when_vocab_is_not_used(fixture_dir, tmp_path: Path, capsys) -> None:
+    text, vocab = tmp_path / "t.txt", tmp_path / "vocab.txt"
+    text.write_text("a b\n")
+    vocab.write_text("<S>\n</S>\n<UNK>\na\n")
+    assert main(["embed", "--options", str(fixture_dir / "options.json"), "--weights",
+                 str(fixture_dir / "lm_weights.hdf5"), "--input", str(text), "--output", str(tmp_path / "o.hdf5"),
+                 "--vocab", str(vocab), "--quiet"]) == 0
+    assert "--vocab" in capsys.readouterr().err.split("is not used")[0]
