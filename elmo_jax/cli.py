@@ -60,7 +60,7 @@ commands and examples:
       elmo-jax export --run-dir runs/tiny --output-dir exported/
   import-tf-checkpoint   bilm-tf TF training checkpoint (softmax, Adagrad state) -> run directory, no TF
       elmo-jax import-tf-checkpoint --checkpoint tf_checkpoint/ --vocab vocab-2016-09-10.txt --output-dir runs/original
-      elmo-jax train --config runs/original/config.json --run-dir runs/tuned \
+      elmo-jax train --config runs/original/config.json --run-dir runs/tuned \\
           --set init_from=runs/original --set train_files='my_text/*.txt' --set max_steps=1000
   build-vocab            frequency-sorted vocabulary of a corpus (bilm-tf format)
       elmo-jax build-vocab --corpus 'corpus/*.txt' --output vocab.txt --min-count 2 [--tokenize]   (raw text:
@@ -406,9 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--files", required=True, help="glob of one-sentence-per-line files")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--unroll-steps", type=int, default=20)
-    p.add_argument("--max-batches", type=int)
+    p.add_argument("--batch-size", type=int, default=64, help="rows per batch (default 64)")
+    p.add_argument("--unroll-steps", type=int, default=20, help="tokens per row and batch (default 20)")
+    p.add_argument("--max-batches", type=int, help="stop after this many batches (default: all the text)")
     p.add_argument("--from-training-state", action="store_true",
                    help="start from the LSTM state training carried at that checkpoint instead of the zero state "
                         "(evaluation and embedders start from zero: a model far better from here was trained only "
@@ -436,8 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="glob of one-sentence-per-line files")
     p.add_argument("--output", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    p.add_argument("--min-count", type=int, default=1)
-    p.add_argument("--max-size", type=int)
+    p.add_argument("--min-count", type=int, default=1, help="keep words seen at least this often (default 1)")
+    p.add_argument("--max-size", type=int, help="keep at most this many words, markers included (default: all)")
     add_tokenize_args(p, "the corpus")
 
     p = add("plot", cmd_plot, "Write a PNG learning curve of a run: train and validation perplexity against "
@@ -454,10 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "Pretrain the tiny config on the built-in corpus, export it, embed a sentence.")
     p.add_argument("--config", help="default: configs/tiny.json (here, else the repository elmo-jax is installed from)")
-    p.add_argument("--run-dir", default="runs/tiny")
+    p.add_argument("--run-dir", default="runs/tiny",
+                   help="the run directory (default runs/tiny; a second call resumes it, then re-exports)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--sentence", default="Return the number of items in the list .")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--sentence", default="Return the number of items in the list .",
+                   help="the whitespace-tokenized sentence to embed with the exported model")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     add_task_parser(sub, add)
     return parser
