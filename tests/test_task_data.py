@@ -59,6 +59,48 @@ def test_tsv_header_names_columns(tmp_path):
     assert ds[0] == {"tokens": ["awful"], "label": "neg"}
 
 
+def test_tsv_header_without_the_named_column_is_an_error(tmp_path):
+    """A first line that names columns (the fields asked for, "sentence", "text" or "label") is a
+    header; one without the text (or, when required, the label) column is an error listing its
+    columns, never a line of data. Headerless files stay data from the first line."""
+    path = write(tmp_path, "d.tsv", "text\tlabel\ngood film\tpos\n")
+    with raises_at(path, 1, r"the header has no text column 'foo' \(its columns: 'text', 'label'\)"):
+        read_classification(path, text_field="foo")
+    with raises_at(path, 1, r"the header has no label column 'sentiment' \(its columns: 'text', 'label'\)"):
+        read_classification(path, label_field="sentiment")
+    with raises_at(path, 1, r"the header has no text column 'review'"):
+        read_classification(path, text_field="review", label_field="y")
+    assert read_classification(path, label_field="sentiment", require_labels=False)["label"] == [""]
+    only_text = write(tmp_path, "t.tsv", "text\ngood film\n")
+    assert read_classification(only_text, require_labels=False)["tokens"] == [["good", "film"]]
+    with raises_at(only_text, 1, r"the header has no label column 'label'"):
+        read_classification(only_text)
+    headerless = write(tmp_path, "h.tsv", "good film\tpos\nbad\tneg\n")
+    assert read_classification(headerless, text_field="foo", label_field="bar")["label"] == ["pos", "neg"]
+
+
+def test_line_numbers(tmp_path):
+    path = write(tmp_path, "d.tsv", "text\tlabel\n\ngood film\tpos\nbad\tneg\n")
+    assert read_classification(path, with_lines=True)["line"] == [3, 4]
+    assert read_classification(path).column_names == ["tokens", "label"]
+    path = write(tmp_path, "d.jsonl", '\n{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    assert read_classification(path, with_lines=True)["line"] == [2, 3]
+    path = write(tmp_path, "d.conll", "-DOCSTART- O\n\nA O\nB O\n\n\nC O\n")
+    ds = read_conll(path, with_lines=True)
+    assert ds["line"] == [3, 7] and ds.column_names == ["tokens", "tags", "line"]
+
+
+def test_a_directory_is_named_as_such(tmp_path):
+    for name in ("inputs", "inputs.tsv"):
+        (tmp_path / name).mkdir()
+        with pytest.raises(InputError, match=re.escape(f"{tmp_path / name}: is a directory")):
+            read_classification(tmp_path / name)
+    with pytest.raises(InputError, match="is a directory"):
+        read_conll(tmp_path / "inputs")
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'nope'}: input file not found")):
+        read_classification(tmp_path / "nope")
+
+
 def test_tsv_unlabelled(tmp_path):
     path = write(tmp_path, "d.tsv", "good film\nbad film\tneg\n")
     ds = read_classification(path, require_labels=False)

@@ -131,7 +131,7 @@ def test_tagger_crf_overfits_through_the_cli(pretrained_tiny, tmp_path):
     assert tagged["tags"][0][:2] == ["B-ORG", "I-ORG"]
 
 
-def test_cached_tokens_equal_the_character_path_on_the_reference_weights(fixture_dir, tmp_path):
+def test_cached_tokens_equal_the_character_path_on_the_reference_weights(fixture_dir, tmp_path, capsys):
     """The real bilm-tf fixture weights: training a softmax tagger from the precomputed token table
     (default) follows the same trajectory as running the char-CNN in every step."""
     common = dict(task="tag", train=CONLL, dev=CONLL, options=str(fixture_dir / "options.json"),
@@ -145,6 +145,14 @@ def test_cached_tokens_equal_the_character_path_on_the_reference_weights(fixture
     a, b = flat(cached["params"]), flat(chars["params"])
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4
     assert cached["dev"]["accuracy"] == chars["dev"]["accuracy"]
+    # the text reports show the token accuracy, as dev_report.json has it
+    accuracy = f"accuracy {cached['dev']['accuracy']:.4f}"
+    assert accuracy in (tmp_path / "cached" / "dev_report.txt").read_text().splitlines()[-1]
+    from elmo_jax.cli import main
+
+    capsys.readouterr()
+    assert main(["task", "evaluate", "--model-dir", str(tmp_path / "cached"), "--data", CONLL]) == 0
+    assert accuracy in capsys.readouterr().out.splitlines()[-1]
 
 
 # --------------------------------------------------------------------------- resume, devices, hosts
@@ -178,6 +186,7 @@ def test_resume_equals_uninterrupted_run(small_bilm, tmp_path, monkeypatch):
     monkeypatch.setattr(loop_mod, "PreemptionGuard", lambda: StopRequestedAt(3))
     stopped = train_task(cfg, str(tmp_path / "b"), resume=True, progress=False, log=quiet)
     assert stopped["preempted"] and stopped["epochs"] == 1 and "dev" not in stopped
+    assert stopped["stopped"] == {"epoch": 2, "batches": 4, "of": 5}
     monkeypatch.undo()
     resumed = train_task(cfg, str(tmp_path / "b"), resume=True, progress=False, log=quiet, return_params=True)
     assert not resumed["preempted"]
@@ -281,6 +290,16 @@ def test_bad_input_is_reported_before_compute_and_never_overwrites(small_bilm, t
     predictor = TaskPredictor(out)
     with pytest.raises(InputError, match="sentence 1 is empty"):
         predictor.predict([["fine"], []])
+    # predictions never overwrite the model or the input
+    model_files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ElmoError, match="inside the model directory"):
+        predictor.predict_file(SENTIMENT_TSV, str(out / "task_config.json"))
+    copy = tmp_path / "copy.tsv"
+    copy.write_bytes(Path(SENTIMENT_TSV).read_bytes())
+    with pytest.raises(ElmoError, match="is also an input"):
+        predictor.predict_file(str(copy), str(copy))
+    assert copy.read_bytes() == Path(SENTIMENT_TSV).read_bytes()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == model_files
     with pytest.raises(ElmoError, match="no task_config.json"):
         TaskPredictor(tmp_path)
     from elmo_jax.cli import main

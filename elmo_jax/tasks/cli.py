@@ -16,12 +16,14 @@ import typing
 from typing import Callable
 
 from ..configbase import ConfigError, check_value, parse_value, show, strip_optional
+from ..errors import ElmoError
 from ..io_utils import atomic_write_text
 from ..runtime import enable_compilation_cache
 from .config import TaskConfig
 from .loop import train_task
 from .metrics import format_report
-from .predictor import TaskPredictor
+from .modeldir import check_output_file
+from .predictor import TaskPredictor, read_model_input
 
 #: help of the `task train` flags; every TaskConfig key gets a flag (`--hidden-dim` for hidden_dim,
 #: `--crf/--no-crf` for a bool), so a new key needs no code here.
@@ -46,6 +48,10 @@ FLAG_HELP = {
     "patience": "epochs without dev improvement before stopping (0: never)",
     "metric": "model selection: accuracy|macro_f1 (classify), span_f1|accuracy (tag)",
     "cache_tokens": "precompute each word's biLM token vector once (frozen biLM only)",
+    "text_field": "classify: the text's column (TSV header) or key (JSONL)",
+    "label_field": "classify: the label's column (TSV header) or key (JSONL)",
+    "token_column": "tag: the CoNLL column of the tokens",
+    "tag_column": "tag: the CoNLL column of the tags (-1: the last)",
 }
 
 
@@ -102,24 +108,37 @@ def add_task_parser(sub: argparse._SubParsersAction, add: Callable) -> None:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any task option, e.g. --set cache_tokens=false (applied after the flags)")
     t.add_argument("--output-dir", required=True)
-    t.add_argument("--resume", action="store_true", help="continue a run in --output-dir from its last epoch")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --output-dir exactly where it stopped (also inside an epoch: a "
+                        "stopped run saves its place), with the same options (max_epochs and patience may change)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(t.add_argument_group("task options (each also a --set key)"), TaskConfig, FLAG_HELP,
                      hide_defaults=("task",))
 
-    e = task_sub.add_parser("evaluate", help="metrics of a trained task model on a labelled file")
+    e = task_sub.add_parser("evaluate", help="metrics of a trained task model on a labelled file",
+                            description="Score a trained task model (--model-dir of `task train`) on a labelled "
+                                        "file in its training format: accuracy, per-class P/R/F1 and macro-F1 "
+                                        "(classify), or CoNLL entity-span P/R/F1 and token accuracy (tag).")
     e.set_defaults(func=cmd_task_evaluate)
     e.add_argument("--model-dir", required=True)
     e.add_argument("--data", required=True, help="labelled file in the training format")
-    e.add_argument("--output", help="also write the report as JSON here")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--output", help="also write the report as JSON here (not the data file, not inside --model-dir)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    e.add_argument("--batch-size", type=int, default=64, metavar="INT", help="sentences per prediction batch "
+                                                                             "(>= 1); default 64")
 
-    r = task_sub.add_parser("predict", help="labels or tags for a file (labels in it are kept as gold)")
+    r = task_sub.add_parser("predict", help="labels or tags for a file (labels in it are kept as gold)",
+                            description="Label (classify) or tag (tag) every sentence of --input with a trained "
+                                        "task model (--model-dir of `task train`) and write the predictions; "
+                                        "labels or tags already in the file are kept as gold.")
     r.set_defaults(func=cmd_task_predict)
     r.add_argument("--model-dir", required=True)
-    r.add_argument("--input", required=True)
-    r.add_argument("--output", required=True, help="classify: JSONL with probabilities; tag: CoNLL columns")
-    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--input", required=True, help="a file in the training format (labels optional)")
+    r.add_argument("--output", required=True, help="classify: JSONL with probabilities; tag: CoNLL columns "
+                                                   "(not the input, not inside --model-dir)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    r.add_argument("--batch-size", type=int, default=64, metavar="INT", help="sentences per prediction batch "
+                                                                             "(>= 1); default 64")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -143,11 +162,12 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_task_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # a bad option is reported before anything else happens
+    cfg.check_applicable("command line")
     _compilation_cache()
 
     summary = train_task(cfg, args.output_dir, resume=args.resume, progress=not args.quiet)
     if summary["preempted"]:
-        print(f"stopped after {summary['epochs']} complete epochs; continue with --resume")
+        print(stopped_message(summary))
         return 0
     print(f"trained {summary['epochs']} epochs; best epoch {summary['best_epoch']} by dev {summary['metric']}"
           + (" (stopped early)" if summary["stopped_early"] else ""))
@@ -158,11 +178,32 @@ def cmd_task_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def stopped_message(summary: dict) -> str:
+    """What a run stopped by a signal saved: whole epochs, and the batches of a partial one."""
+    epochs = summary["epochs"]
+    whole = f"{epochs} complete epoch{'s' if epochs != 1 else ''}"
+    stopped = summary.get("stopped")
+    if stopped and stopped["batches"] < stopped["of"]:
+        return (f"stopped in epoch {stopped['epoch']} after {stopped['batches']} of its {stopped['of']} batches "
+                f"({whole} before it); --resume continues exactly there")
+    return f"stopped after {whole}; continue with --resume"
+
+
+def _check_batch_size(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ElmoError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
 def cmd_task_evaluate(args: argparse.Namespace) -> int:
+    # everything checked before the model loads: options, the output path, the data and its labels
+    _check_batch_size(args)
+    if args.output:
+        check_output_file(args.output, [args.data], args.model_dir, overwrite=args.overwrite)
+    data = read_model_input(args.model_dir, args.data, require_labels=True)
     _compilation_cache()
 
     predictor = TaskPredictor(args.model_dir, batch_size=args.batch_size)
-    report = predictor.evaluate(args.data)
+    report = predictor.evaluate(data)
     print(format_report(report))
     if args.output:
         atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
@@ -170,9 +211,12 @@ def cmd_task_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_task_predict(args: argparse.Namespace) -> int:
+    _check_batch_size(args)
+    check_output_file(args.output, [args.input], args.model_dir, overwrite=args.overwrite)
+    data = read_model_input(args.model_dir, args.input, require_labels=False)
     _compilation_cache()
 
     predictor = TaskPredictor(args.model_dir, batch_size=args.batch_size)
-    n = predictor.predict_file(args.input, args.output)
+    n = predictor.predict_file(data, args.output)
     print(f"wrote predictions for {n} sentences to {args.output}", file=sys.stderr)
     return 0

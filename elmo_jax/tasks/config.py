@@ -15,6 +15,10 @@ from ..configbase import ConfigBase, ConfigError
 
 TASKS = ("classify", "tag")
 METRICS = {"classify": ("accuracy", "macro_f1"), "tag": ("span_f1", "accuracy")}
+#: the options only one task reads (`check_applicable`: a value other than the default for the
+#: other task is an error, not silently ignored); `encoder` is checked by `validate`.
+TASK_ONLY = {"tag": ("crf", "constrain_crf", "token_column", "tag_column"),
+             "classify": ("text_field", "label_field")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,4 +95,20 @@ class TaskConfig(ConfigBase):
                           non_negative=("patience", "seed", "log_every"), probability=("dropout",),
                           positive_number=("learning_rate", "bilm_learning_rate"),
                           at_least_zero=("l2_coef", "clip_norm"))
+        return self
+
+    def check_applicable(self, source: Optional[str] = None) -> "TaskConfig":
+        """A new training run: an option set away from its default must apply to the task (and
+        `constrain_crf` needs `crf`). Not part of `validate`, so that a model directory saved
+        before this check still loads."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for task, keys in TASK_ONLY.items():
+            if task == self.task:
+                continue
+            for key in keys:
+                if getattr(self, key) != defaults[key]:
+                    raise ConfigError(f"task option '{key}' applies only to task '{task}', not to "
+                                      f"'{self.task}' (got {getattr(self, key)!r})", source)
+        if self.task == "tag" and not self.crf and self.constrain_crf != defaults["constrain_crf"]:
+            raise ConfigError("task option 'constrain_crf' applies only with crf (a CRF output layer)", source)
         return self

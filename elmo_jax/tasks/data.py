@@ -66,18 +66,26 @@ def _tokens(value: Any, lineno: int, path: str, lowercase: bool) -> list[str]:
 
 
 def _json_examples(path: str, text_field: str, label_field: str, require_labels: bool,
-                   lowercase: bool) -> Iterator[tuple[list[str], str]]:
+                   lowercase: bool) -> Iterator[tuple[list[str], str, int]]:
     for lineno, obj in read_json_objects(path):
         key = text_field if text_field in obj else TEXT_FIELD_ALIAS if TEXT_FIELD_ALIAS in obj else None
         if key is None:
             raise InputError(f"line {lineno}: missing text field {text_field!r}", path)
         if require_labels and label_field not in obj:
             raise InputError(f"line {lineno}: missing label field {label_field!r}", path)
-        yield _tokens(obj[key], lineno, path, lowercase), _label(obj.get(label_field), lineno, path, require_labels)
+        yield (_tokens(obj[key], lineno, path, lowercase), _label(obj.get(label_field), lineno, path, require_labels),
+               lineno)
+
+
+def _is_header(names: Sequence[str], text_field: str, label_field: str) -> bool:
+    """A TSV's first line is a header when one of its fields is a column name: the text or label
+    field asked for, "sentence", or the default names "text" and "label" (so a header that names
+    its columns differently from the fields asked for is an error, not a line of data)."""
+    return bool({text_field, label_field, TEXT_FIELD_ALIAS, "text", "label"} & set(names))
 
 
 def _tsv_examples(path: str, text_field: str, label_field: str, require_labels: bool,
-                  lowercase: bool) -> Iterator[tuple[list[str], str]]:
+                  lowercase: bool) -> Iterator[tuple[list[str], str, int]]:
     text_col, label_col, n_cols = 0, 1, None  # no header: `text<TAB>label` (or `text`)
     first = True
     for lineno, line in _numbered_lines(path):
@@ -87,8 +95,15 @@ def _tsv_examples(path: str, text_field: str, label_field: str, require_labels: 
         if first:
             first = False
             names = [f.strip() for f in fields]
-            text_name = text_field if text_field in names else TEXT_FIELD_ALIAS if TEXT_FIELD_ALIAS in names else None
-            if text_name is not None and (label_field in names or (not require_labels and len(names) > 1)):
+            if _is_header(names, text_field, label_field):
+                columns = ", ".join(map(repr, names))
+                text_name = next((n for n in (text_field, TEXT_FIELD_ALIAS) if n in names), None)
+                if text_name is None:
+                    raise InputError(f"line {lineno}: the header has no text column {text_field!r} "
+                                     f"(its columns: {columns})", path)
+                if require_labels and label_field not in names:
+                    raise InputError(f"line {lineno}: the header has no label column {label_field!r} "
+                                     f"(its columns: {columns})", path)
                 text_col, n_cols = names.index(text_name), len(names)
                 label_col = names.index(label_field) if label_field in names else None
                 continue
@@ -100,38 +115,58 @@ def _tsv_examples(path: str, text_field: str, label_field: str, require_labels: 
             raise InputError(f"line {lineno}: expected 2 tab-separated columns (text<TAB>label), "
                              f"found {len(fields)}", path)
         label = fields[label_col] if label_col is not None and label_col < len(fields) else None
-        yield _tokens(fields[text_col], lineno, path, lowercase), _label(label, lineno, path, require_labels)
+        yield _tokens(fields[text_col], lineno, path, lowercase), _label(label, lineno, path, require_labels), lineno
+
+
+def _check_input_file(path: str) -> None:
+    """A missing input or a directory is reported as such (before its extension is looked at)."""
+    if os.path.isdir(path):
+        raise InputError("is a directory, expected a data file", path)
+    if not os.path.exists(path):
+        raise InputError("input file not found", path)
 
 
 def read_classification(path: os.PathLike | str, text_field: str = "text", label_field: str = "label",
-                        require_labels: bool = True, lowercase: bool = False) -> datasets.Dataset:
-    """Read a sentence classification file into a Dataset with columns `tokens` and `label`.
+                        require_labels: bool = True, lowercase: bool = False,
+                        with_lines: bool = False) -> datasets.Dataset:
+    """Read a sentence classification file into a Dataset with columns `tokens` and `label`
+    (and, `with_lines`, `line`: the line number of each example).
 
     The format follows the extension: `.jsonl`/`.json` (one JSON object per line, blank lines
     skipped; the text is a string split on whitespace or a list of tokens) or `.tsv`/`.txt`
-    (`text<TAB>label` per line, or columns named by a header line that holds `text_field` (or
-    "sentence") and `label_field`). Integer labels become strings. With `require_labels=False`
-    a missing label is "" (and a TSV line may be the text alone)."""
+    (`text<TAB>label` per line, or columns named by a header line). The first line of a TSV is a
+    header when one of its fields is `text_field`, `label_field`, "sentence", "text" or "label";
+    the header must then name the text column (`text_field`, or "sentence") and, when labels are
+    required, `label_field`, else it is an InputError listing its columns. Integer labels become
+    strings. With `require_labels=False` a missing label is "" (and a TSV line may be the text
+    alone)."""
     path = os.fspath(path)
+    _check_input_file(path)
     ext = os.path.splitext(path)[1].lower()
     kind = CLASSIFICATION_FORMATS.get(ext)
     if kind is None:
         raise InputError(f"unsupported classification file extension {ext or '(none)'!r}; "
                          f"supported: {', '.join(CLASSIFICATION_FORMATS)}", path)
     reader = _json_examples if kind == "jsonl" else _tsv_examples
-    tokens, labels = [], []
-    for toks, label in reader(path, text_field, label_field, require_labels, lowercase):
+    tokens, labels, lines = [], [], []
+    for toks, label, lineno in reader(path, text_field, label_field, require_labels, lowercase):
         tokens.append(toks)
         labels.append(label)
+        lines.append(lineno)
     if not tokens:
         raise InputError("no examples found (empty file)", path)
-    features = datasets.Features({"tokens": _STRINGS, "label": datasets.Value("string")})
-    return datasets.Dataset.from_dict({"tokens": tokens, "label": labels}, features=features)
+    columns: dict[str, Any] = {"tokens": _STRINGS, "label": datasets.Value("string")}
+    values: dict[str, list] = {"tokens": tokens, "label": labels}
+    if with_lines:
+        columns["line"], values["line"] = datasets.Value("int64"), lines
+    return datasets.Dataset.from_dict(values, features=datasets.Features(columns))
 
 
 def read_conll(path: os.PathLike | str, token_column: int = 0, tag_column: int = -1,
-               require_tags: bool = True) -> datasets.Dataset:
-    """Read a CoNLL-2003 style file into a Dataset with columns `tokens` and `tags`.
+               require_tags: bool = True, with_lines: bool = False) -> datasets.Dataset:
+    """Read a CoNLL-2003 style file into a Dataset with columns `tokens` and `tags` (and,
+    `with_lines`, `line`: the line number of each sentence's first token; its tokens are the
+    lines that follow).
 
     Columns are separated by spaces or tabs and every line must have the same number of them;
     sentences are separated by blank lines; `-DOCSTART-` lines are skipped and end a sentence.
@@ -142,14 +177,17 @@ def read_conll(path: os.PathLike | str, token_column: int = 0, tag_column: int =
     path = os.fspath(path)
     sentences: list[list[str]] = []
     tag_seqs: list[list[str]] = []
+    starts: list[int] = []
     tokens: list[str] = []
     tags: list[str] = []
     n_cols: Optional[int] = None
     first_line = 0
+    start = 0  # the line of the current sentence's first token
     has_tags = True
 
     def flush() -> None:
         if tokens:
+            starts.append(start)
             sentences.append(list(tokens))
             tag_seqs.append(list(tags))
             tokens.clear()
@@ -174,13 +212,18 @@ def read_conll(path: os.PathLike | str, token_column: int = 0, tag_column: int =
                                  f"token column {token_column}", path)
         elif len(fields) != n_cols:
             raise InputError(f"line {lineno}: {len(fields)} columns, but line {first_line} has {n_cols}", path)
+        if not tokens:
+            start = lineno
         tokens.append(fields[token_column])
         tags.append(fields[tag_column] if has_tags else "")
     flush()
     if not sentences:
         raise InputError("no sentences found (empty file)", path)
-    features = datasets.Features({"tokens": _STRINGS, "tags": _STRINGS})
-    return datasets.Dataset.from_dict({"tokens": sentences, "tags": tag_seqs}, features=features)
+    columns: dict[str, Any] = {"tokens": _STRINGS, "tags": _STRINGS}
+    values: dict[str, list] = {"tokens": sentences, "tags": tag_seqs}
+    if with_lines:
+        columns["line"], values["line"] = datasets.Value("int64"), starts
+    return datasets.Dataset.from_dict(values, features=datasets.Features(columns))
 
 
 def label_set(values: Iterable[str]) -> list[str]:

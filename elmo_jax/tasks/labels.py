@@ -30,20 +30,23 @@ class TaskData:
     tokens: list[list[str]]
     labels: Optional[list]  # None when the file has no labels
     scheme: Optional[str] = None  # tag: IOB1 | IOB2 | BIOES of `labels` (None: no labels, or no entity)
+    lines: Optional[list[int]] = None  # line number of each example (tag: of each sentence's first token)
 
 
 def read_task_file(cfg: TaskConfig, path: str, require_labels: bool = True) -> TaskData:
     scheme = None
     if cfg.task == "classify":
-        ds = read_classification(path, cfg.text_field, cfg.label_field, require_labels=require_labels)
+        ds = read_classification(path, cfg.text_field, cfg.label_field, require_labels=require_labels,
+                                 with_lines=True)
         labels = list(ds["label"])
         has = all(label != "" for label in labels)
     else:
-        ds = read_conll(path, cfg.token_column, cfg.tag_column, require_tags=require_labels)
+        ds = read_conll(path, cfg.token_column, cfg.tag_column, require_tags=require_labels, with_lines=True)
         labels = [list(t) for t in ds["tags"]]
         has = all(len(t) == len(s) and all(t) for t, s in zip(labels, ds["tokens"]))  # "" = no tag column
         scheme = detect_scheme(labels) if has else None
-    return TaskData(os.fspath(path), [list(s) for s in ds["tokens"]], labels if has else None, scheme)
+    return TaskData(os.fspath(path), [list(s) for s in ds["tokens"]], labels if has else None, scheme,
+                    [int(n) for n in ds["line"]])
 
 
 def from_model_tags(tag_seqs: Sequence[Sequence[str]], scheme: Optional[str], target: Optional[str]) -> list:
@@ -73,13 +76,21 @@ def label_names(cfg: TaskConfig, train: TaskData) -> list[str]:
 
 
 def check_labels(cfg: TaskConfig, data: TaskData, names: Sequence[str]) -> None:
-    """Every gold label of `data` must be one the model knows (from the training file)."""
+    """Every gold label of `data` must be one the model knows (from the training file); the
+    error names each unknown one with the line of its first occurrence (when `data.lines` is known)."""
     known = set(names)
-    seen = set(data.labels) if cfg.task == "classify" else {t for tags in data.labels for t in tags}
-    unknown = sorted(seen - known)
-    if unknown:
+    first: dict[str, Optional[int]] = {}  # unknown label -> its first line
+    for i, gold in enumerate(data.labels):
+        line = data.lines[i] if data.lines is not None else None
+        for j, label in enumerate([gold] if cfg.task == "classify" else gold):
+            if label not in known and label not in first:
+                first[label] = None if line is None else line + j  # a sentence's tokens are consecutive lines
+    if first:
         what = "label" if cfg.task == "classify" else "tag"
-        raise InputError(f"{what}(s) {', '.join(map(repr, unknown[:10]))} do not occur in the training data "
+        unknown = sorted(first)
+        shown = ", ".join(f"{u!r}" + (f" (line {first[u]})" if first[u] is not None else "") for u in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InputError(f"{what}(s) {shown}{more} do not occur in the training data "
                          f"(known: {', '.join(names)})", data.path)
 
 

@@ -11,7 +11,9 @@ runs). Training loss and gradient norm, averaged over each `log_every` steps, an
 epoch go to metrics.jsonl (and TensorBoard); a non-finite loss stops the run naming the step.
 After each epoch the model is evaluated on the dev file: an improvement is saved to `best/`
 (Orbax), and training stops after `patience` epochs without one. `checkpoints/` holds the last
-epoch's whole train state for `--resume`. The directory's layout: `tasks/modeldir.py`.
+epoch's whole train state for `--resume` (a run stopped by a signal inside an epoch saves that
+state with the epoch's progress, and `--resume` continues at the next batch). The directory's
+layout: `tasks/modeldir.py`.
 """
 from __future__ import annotations
 
@@ -45,9 +47,11 @@ from .step import global_batch, make_optimizer, make_predict_fn, make_train_step
 def train_task(cfg: TaskConfig, output_dir: str, *, resume: bool = False, progress: bool = True,
                log: Any = None, return_params: bool = False) -> dict:
     """Train a task model; returns {'epochs', 'best_epoch', 'dev': report, 'test': report, 'history',
-    ...} and, with `return_params`, the selected params as NumPy ('params')."""
+    ...} and, with `return_params`, the selected params as NumPy ('params'). A run stopped by a
+    signal returns 'preempted': True and 'stopped': {'epoch' (1-based), 'batches' done of it, 'of'
+    (its batches)}; `resume=True` continues exactly there (also inside an epoch)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    cfg.validate()
+    cfg.validate().check_applicable()
     output_dir = os.path.abspath(output_dir)
     # ---- everything checked before compute
     train = read_task_file(cfg, cfg.train)
@@ -138,7 +142,7 @@ def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, te
             values = kit.read_metrics(metrics)
             kit.check_finite(values, step_no, ("loss", "grad_norm"), last_ckpt, output_dir,
                              "lower the learning rate or check the data; --resume continues from the last "
-                             "epoch's checkpoint")
+                             "saved checkpoint")
             for means in (interval, epoch_means):
                 means.add({"loss": values["loss_sum"]}, {"loss": values["loss_count"]})
                 means.add_scalar("grad_norm", values["grad_norm"])
@@ -229,8 +233,10 @@ def _train(cfg, output_dir, resume, progress, log, return_params, train, dev, te
         if stopped_at is not None:
             log(f"elmo-jax: stopped by {guard.signal_name or 'a signal on another host'} at step "
                 f"{int(state['step'])}; saved {last_ckpt.describe_latest()}; continue with --resume")
+            stopped = {"epoch": epoch + 1, "batches": stopped_at, "of": len(order)}  # 1-based epoch
             return {"epochs": len(history), "best_epoch": best_epoch + 1, "stopped_early": False, "preempted": True,
-                    "metric": cfg.selection_metric, "history": history, "output_dir": output_dir}
+                    "stopped": stopped, "metric": cfg.selection_metric, "history": history,
+                    "output_dir": output_dir}
         # ---- the selected model on dev and test
         best_params, _ = load_best_params(best_ckpt, state["params"], state_sharding["params"])
     finally:

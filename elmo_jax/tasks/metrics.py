@@ -121,7 +121,8 @@ def span_f1(gold_seqs: Sequence[Sequence[str]], pred_seqs: Sequence[Sequence[str
 
 def format_report(report: dict) -> str:
     """An aligned text table of a `classification_report` or `span_f1` result: one row per class
-    (or entity type) with precision, recall, F1 and support, then the overall line."""
+    (or entity type) with precision, recall, F1 and support, then the overall line (and, for a
+    span report with an 'accuracy', the token accuracy's line)."""
     if "per_class" in report:
         rows, first = report["per_class"], "label"
     elif "per_type" in report:
@@ -138,4 +139,6 @@ def format_report(report: dict) -> str:
     else:
         lines.append(f"{'overall':<{width}}  {report['precision']:9.4f}  {report['recall']:6.4f}  {report['f1']:6.4f}"
                      f"  {report['n_gold']:7d}  (predicted {report['n_pred']}, correct {report['n_correct']})")
+        if "accuracy" in report:  # a tagger's report (labels.score) adds the token accuracy
+            lines.append(f"{'tokens':<{width}}  accuracy {report['accuracy']:.4f}")
     return "\n".join(lines)

@@ -8,7 +8,7 @@
     metrics.jsonl      one record per epoch and per `log_every` steps (process 0)
     tensorboard/       the same scalars as TensorBoard events (when tensorboardX is installed)
     best/              Orbax: the selected params
-    checkpoints/       Orbax: the last epoch's whole train state (--resume)
+    checkpoints/       Orbax: the last epoch's whole train state, or a stopped epoch's (--resume)
     {dev,test}_report.{json,txt}
     .lock              held by the run using the directory
 """
@@ -23,6 +23,7 @@ import numpy as np
 from ..config import ConfigError
 from ..errors import ElmoError
 from ..io_utils import atomic_output, atomic_write_text
+from ..io_utils import check_output_file as io_check_output_file
 from ..options import ModelOptions
 from ..train.checkpoint import CheckpointError, Checkpoints, abstract_tree
 from .config import TaskConfig
@@ -76,6 +77,40 @@ def write_model_files(cfg: TaskConfig, output_dir: str, resume: bool, names: Seq
     options.to_json(os.path.join(output_dir, OPTIONS_FILE))
     if vectors is not None:
         save_word_vectors(os.path.join(output_dir, VECTORS_FILE), vectors)
+
+
+def read_model_config(model_dir: str) -> TaskConfig:
+    """The TaskConfig of a trained task model directory (an ElmoError when it is none)."""
+    config_file = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(config_file):
+        raise ElmoError("not a task model directory (no task_config.json)", model_dir)
+    return TaskConfig.from_json(config_file)
+
+
+def _inside(path: str, directory: str) -> bool:
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    try:
+        return os.path.commonpath([path, directory]) == directory
+    except ValueError:  # different drives
+        return False
+
+
+def check_output_file(path: str, inputs: Sequence[Optional[str]] = (), model_dir: Optional[str] = None,
+                      overwrite: bool = True, option: str = "--output") -> None:
+    """Before any compute: `path` (a file that evaluate/predict write) may not lie in the model
+    directory (whose files it would damage), nor be one of `inputs`, nor a directory, nor (unless
+    `overwrite`) an existing file (`io_utils.check_output_file`); and its directory must exist
+    and be writable (outputs are written atomically beside the target: `io_utils.atomic_output`)."""
+    path = os.fspath(path)
+    if model_dir is not None and _inside(path, model_dir):
+        raise ElmoError(f"{option} lies inside the model directory {model_dir}; write it elsewhere "
+                        "(nothing was written)", path)
+    io_check_output_file(path, inputs=inputs, overwrite=overwrite, option=option)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ElmoError(f"cannot write {option}: its directory does not exist", path)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ElmoError(f"cannot write {option}: its directory is not writable", path)
 
 
 def read_labels(model_dir: str) -> list[str]:

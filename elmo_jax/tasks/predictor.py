@@ -23,8 +23,8 @@ from .data import write_classification_predictions, write_conll_predictions
 from .features import build_model, constants, get_bilm, init_params, token_embedder, uses_chars
 from .inputs import TaskInputs
 from .labels import TaskData, check_labels, from_model_tags, model_view, output_scheme, read_task_file, score
-from .modeldir import (BEST_DIR, CONFIG_FILE, OPTIONS_FILE, VECTORS_FILE, load_best_params, read_labels, read_scheme,
-                       read_word_vectors)
+from .modeldir import (BEST_DIR, OPTIONS_FILE, VECTORS_FILE, check_output_file, load_best_params, read_labels,
+                       read_model_config, read_scheme, read_word_vectors)
 from .step import make_predict_fn, predict_all
 from ..vectors import WordVectors, read_glove
 
@@ -34,11 +34,10 @@ class TaskPredictor:
 
     def __init__(self, model_dir: os.PathLike | str, batch_size: int = 64):
         model_dir = os.fspath(model_dir)
-        config_file = os.path.join(model_dir, CONFIG_FILE)
-        if not os.path.exists(config_file):
-            raise ElmoError("not a task model directory (no task_config.json)", model_dir)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ElmoError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.cfg = read_model_config(model_dir)
         self.model_dir, self.batch_size = model_dir, batch_size
-        self.cfg = TaskConfig.from_json(config_file)
         self.labels: list[str] = read_labels(model_dir)
         self.scheme = read_scheme(model_dir)  # the training file's tag scheme (None: convert nothing)
         self.options = ModelOptions.from_json(os.path.join(model_dir, OPTIONS_FILE))
@@ -104,15 +103,17 @@ class TaskPredictor:
 
     def evaluate(self, path_or_data: Any) -> dict:
         data = path_or_data if isinstance(path_or_data, TaskData) else self.read(os.fspath(path_or_data))
-        if data.labels is None:
-            raise InputError("evaluation needs gold labels", data.path)
-        check_labels(self.cfg, model_view(data, self.scheme), self.labels)
+        check_gold(self.cfg, data, self.labels, self.scheme)
         return score(self.cfg, data, self.predict_outputs(data.tokens), self.labels, self.scheme)
 
-    def predict_file(self, input_path: str, output_path: str) -> int:
-        """Predict every sentence of `input_path` and write them (JSONL for classify, CoNLL for tag:
-        the tags in the scheme of the file's own tags, else in the training file's)."""
-        data = self.read(input_path, require_labels=False)
+    def predict_file(self, input_path: Any, output_path: str) -> int:
+        """Predict every sentence of `input_path` (or of a TaskData read from it) and write them
+        (JSONL for classify, CoNLL for tag: the tags in the scheme of the file's own tags, else in
+        the training file's). The output may be neither the input nor inside the model directory."""
+        data = input_path if isinstance(input_path, TaskData) else None
+        check_output_file(output_path, [data.path if data is not None else os.fspath(input_path)], self.model_dir)
+        if data is None:
+            data = self.read(os.fspath(input_path), require_labels=False)
         outputs = self.predict_outputs(data.tokens)
         if self.cfg.task == "classify":
             labels = [self.labels[int(np.argmax(p))] for p in outputs]
@@ -123,3 +124,20 @@ class TaskPredictor:
             tags = self.tags(outputs, output_scheme(data, self.scheme))
             write_conll_predictions(output_path, data.tokens, tags, gold=data.labels)
         return len(data.tokens)
+
+
+def check_gold(cfg: TaskConfig, data: TaskData, labels: Sequence[str], scheme: Optional[str]) -> None:
+    """An evaluation file needs gold labels, all of them known to the model."""
+    if data.labels is None:
+        raise InputError("evaluation needs gold labels", data.path)
+    check_labels(cfg, model_view(data, scheme), labels)
+
+
+def read_model_input(model_dir: str, path: str, require_labels: bool) -> TaskData:
+    """A file read (and, `require_labels`, its gold labels checked) with a model directory's
+    settings, without loading the model: bad input is reported before any compute."""
+    cfg = read_model_config(model_dir)
+    data = read_task_file(cfg, path, require_labels=require_labels)
+    if require_labels:
+        check_gold(cfg, data, read_labels(model_dir), read_scheme(model_dir))
+    return data
