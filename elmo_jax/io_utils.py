@@ -42,7 +42,8 @@ def check_output_dir(path: os.PathLike | str, option: str) -> None:
 def check_output_file(path: os.PathLike | str, *, inputs: Iterable[Optional[os.PathLike | str]] = (),
                       overwrite: bool = False, option: str = "--output") -> None:
     """Before any compute: raise one `ElmoError` line if `path` cannot be this command's new output file:
-    a directory, one of the command's `inputs`, or an existing file without `overwrite`."""
+    a directory, one of the command's `inputs`, an existing file without `overwrite`, or in a
+    directory that does not exist or is not writable."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ElmoError(f"{option} is a directory; give a file path", path)
@@ -54,6 +55,10 @@ def check_output_file(path: os.PathLike | str, *, inputs: Iterable[Optional[os.P
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise ElmoError(f"cannot write {option}: {parent} is a file, not a directory", path)
+    if not os.path.exists(parent):  # as `atomic_output` would find it, after the compute
+        raise ElmoError(f"cannot write {option}: its directory does not exist", path)
+    if not os.access(parent, os.W_OK | os.X_OK):  # the temporary file is made beside the target
+        raise ElmoError(f"cannot write {option}: its directory is not writable", path)
 
 
 @contextlib.contextmanager

@@ -41,6 +41,8 @@ def test_check_output_file(tmp_path: Path) -> None:
     check_output_file(tmp_path / "new.txt", inputs=(data,))
     with pytest.raises(ElmoError, match="data.txt is a file, not a directory"):
         check_output_file(data / "out.txt")
+    with pytest.raises(ElmoError, match="cannot write --output: its directory does not exist"):
+        check_output_file(tmp_path / "missing" / "out.txt")
     assert data.read_text() == "precious\n"
 
 

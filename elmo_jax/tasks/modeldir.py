@@ -99,18 +99,13 @@ def check_output_file(path: str, inputs: Sequence[Optional[str]] = (), model_dir
                       overwrite: bool = True, option: str = "--output") -> None:
     """Before any compute: `path` (a file that evaluate/predict write) may not lie in the model
     directory (whose files it would damage), nor be one of `inputs`, nor a directory, nor (unless
-    `overwrite`) an existing file (`io_utils.check_output_file`); and its directory must exist
-    and be writable (outputs are written atomically beside the target: `io_utils.atomic_output`)."""
+    `overwrite`) an existing file, nor in a directory that is missing or not writable
+    (`io_utils.check_output_file`)."""
     path = os.fspath(path)
     if model_dir is not None and _inside(path, model_dir):
         raise ElmoError(f"{option} lies inside the model directory {model_dir}; write it elsewhere "
                         "(nothing was written)", path)
     io_check_output_file(path, inputs=inputs, overwrite=overwrite, option=option)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ElmoError(f"cannot write {option}: its directory does not exist", path)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ElmoError(f"cannot write {option}: its directory is not writable", path)
 
 
 def read_labels(model_dir: str) -> list[str]:
