@@ -184,6 +184,9 @@ def test_bad_input_errors_before_compute(tmp_path):
     with pytest.raises(ElmoError, match="different model shape"):
         train(bigger, str(tmp_path / "run"), progress=False)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+    with pytest.raises(ElmoError, match=r"different model shape.*fine-tune with the source run's model and "
+                                        r"vocabulary: --config SRC/config\.json"):  # init_from: another remedy
+        train(bigger.replace(init_from=str(tmp_path / "run")), str(tmp_path / "r5"), progress=False)
     with pytest.raises(ElmoError, match="already holds checkpoints"):
         train(cfg, str(tmp_path / "run"), resume=False, progress=False)
 

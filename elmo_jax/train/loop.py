@@ -532,11 +532,16 @@ def _load_initial_weights(state: dict, cfg: TrainConfig, vocab, state_sh) -> dic
     return {**state, "params": params, "opt_state": opt_state}
 
 
+#: How to mend an init_from run of another shape (the run's own config gives the source's shape).
+INIT_FROM_ADVICE = ("fine-tune with the source run's model and vocabulary: --config SRC/config.json "
+                    "(with your own train_files and run directory)")
+
+
 def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, src: str) -> dict:
     """The params and (with `init_optimizer_state`) the optimizer state of a run's latest checkpoint."""
     if not cfg.init_optimizer_state:
         _, params, step, meta = load_run_params(src)  # read with the source run's own optimizer layout
-        check_compatible(meta, cfg, vocab_size, os.path.join(src, CHECKPOINT_DIR, str(step)))
+        check_compatible(meta, cfg, vocab_size, os.path.join(src, CHECKPOINT_DIR, str(step)), INIT_FROM_ADVICE)
         params = jax.tree_util.tree_map(lambda x, s: jax.device_put(x, s), params, state_sh["params"])
         opt_state = jax.jit(make_optimizer(cfg).init, out_shardings=state_sh["opt_state"])(params)
         return {**state, "params": params, "opt_state": opt_state}
@@ -545,7 +550,7 @@ def _restart_from_run(state: dict, cfg: TrainConfig, vocab_size: int, state_sh, 
         step = ckpts.latest_step()
         if step is None:
             raise CheckpointError("init_from run directory has no complete checkpoint", src)
-        check_compatible(ckpts.read_meta(step), cfg, vocab_size, ckpts.step_dir(step))
+        check_compatible(ckpts.read_meta(step), cfg, vocab_size, ckpts.step_dir(step), INIT_FROM_ADVICE)
         abstract = abstract_tree(state, state_sh)
         saved_rows = ckpts.read_meta(step).get("batch_size", cfg.batch_size)
         if saved_rows != cfg.batch_size:  # the carried LSTM state is not reused: restore any row count

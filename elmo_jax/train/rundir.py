@@ -73,15 +73,16 @@ def checkpoint_meta(cfg: TrainConfig, vocab_size: int) -> dict:
     return {"model": cfg.model.to_dict(), "vocab_size": vocab_size, "batch_size": cfg.batch_size}
 
 
-def check_compatible(meta: dict, cfg: TrainConfig, vocab_size: int, where: str) -> None:
-    """A checkpoint's model shape and vocabulary size must be the config's."""
+def check_compatible(meta: dict, cfg: TrainConfig, vocab_size: int, where: str,
+                     advice: str = "use another --run-dir or the matching config") -> None:
+    """A checkpoint's model shape and vocabulary size must be the config's; `advice` ends the error."""
     saved = ModelOptions.from_dict(meta.get("model", {}), source=where).for_training()
     if saved != cfg.model.for_training() or meta.get("vocab_size") != vocab_size:
         raise CheckpointError(
             "checkpoint is from a different model shape "
             f"(checkpoint: {json.dumps(meta.get('model', {}).get('lstm'))}, vocab {meta.get('vocab_size')}; "
             f"config: {json.dumps(cfg.model.to_dict()['lstm'])}, vocab {vocab_size}); "
-            "use another --run-dir or the matching config", where)
+            f"{advice}", where)
 
 
 def data_abstract(ckpts: Checkpoints, step: int):
